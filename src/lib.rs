@@ -1,0 +1,70 @@
+//! The performance toolkit for tower-based web backends.
+//!
+//! perfkit gives any stack built on [`tower`](https://docs.rs/tower) and [`http`] (axum,
+//! hyper, tonic, or a hand-written service) the layers production backends keep writing by
+//! hand, each measured side by side with the crate people would pick instead.
+//!
+//! | module | feature | what it does |
+//! | --- | --- | --- |
+//! | [`timeout`] | `timeout` | answers slow requests with a `504` JSON body and cancels their work; per-route overrides |
+//! | [`timing`] | `timing` | `X-Process-Time` / `Server-Timing` headers, slow-request log, per-route latency percentiles |
+//!
+//! Every layer is generic over request and response bodies and keeps the inner service's
+//! error type: a timeout is an answer, never a dropped connection.
+//!
+//! # Example
+//!
+//! ```
+//! # #[cfg(all(feature = "timeout", feature = "timing"))]
+//! # async fn run() {
+//! use std::{convert::Infallible, time::Duration};
+//! use http::{Request, Response};
+//! use perfkit::{timeout::TimeoutLayer, timing::TimingLayer};
+//! use tower::{ServiceBuilder, ServiceExt};
+//!
+//! let timing = TimingLayer::new();
+//! let stats = timing.stats();
+//! let service = ServiceBuilder::new()
+//!     .layer(timing)
+//!     .layer(TimeoutLayer::new(Duration::from_secs(30)))
+//!     .service_fn(|_req: Request<String>| async {
+//!         Ok::<_, Infallible>(Response::new(String::from("hello")))
+//!     });
+//!
+//! let response = service.oneshot(Request::new(String::new())).await.unwrap();
+//! assert!(response.headers().contains_key("x-process-time"));
+//! assert_eq!(stats.snapshot().routes[0].count, 1);
+//! # }
+//! # #[cfg(all(feature = "timeout", feature = "timing"))]
+//! # tokio::runtime::Runtime::new().unwrap().block_on(run());
+//! ```
+//!
+//! # Feature flags
+//!
+//! No feature is on by default; enable the capabilities you use, or `full` for all.
+//!
+//! - `timeout`: [`timeout`], the request timeout layer.
+//! - `timing`: [`timing`], the request timing layer and its statistics.
+//! - `axum`: route templates from axum's `MatchedPath` for the timing statistics.
+//! - `full`: every feature.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+#[macro_use]
+mod macros;
+
+pub mod body;
+mod env;
+
+#[cfg(feature = "timeout")]
+#[cfg_attr(docsrs, doc(cfg(feature = "timeout")))]
+pub mod timeout;
+
+#[cfg(feature = "timing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "timing")))]
+pub mod timing;
+
+pub use env::EnvError;
+
+#[cfg(all(doctest, feature = "timeout", feature = "timing", feature = "axum"))]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
