@@ -1,0 +1,165 @@
+//! A fixed-size, lock-free, log-linear latency histogram in microseconds.
+//!
+//! Values below [`SUB_BUCKETS`] µs each have their own bucket. Above that, every power of
+//! two `[2^e, 2^(e+1))` is split into [`SUB_BUCKETS`] equal buckets of width `2^(e - 5)`,
+//! so a bucket never spans more than 1/32 of its lower bound. A percentile is reported as
+//! the midpoint of its bucket, which is within 1/64 (about ±1.6 %) of the recorded value.
+//! Values of [`MAX_VALUE`] µs (about 71.6 minutes) and above share the last bucket.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// log2 of the number of linear sub-buckets per power of two.
+const SUB_BITS: u32 = 5;
+
+/// Linear sub-buckets per power of two.
+pub(super) const SUB_BUCKETS: u64 = 1 << SUB_BITS;
+
+/// Largest exponent with its own buckets: the histogram resolves values up to `2^32 - 1` µs.
+const MAX_EXPONENT: u32 = 31;
+
+/// Largest value with its own bucket; larger values are clamped into the last bucket.
+pub(super) const MAX_VALUE: u64 = (1 << (MAX_EXPONENT + 1)) - 1;
+
+/// Number of buckets: the exact range below `SUB_BUCKETS`, then `SUB_BUCKETS` buckets for
+/// every exponent from `SUB_BITS` to `MAX_EXPONENT`.
+pub(super) const BUCKETS: usize = ((MAX_EXPONENT - SUB_BITS + 2) << SUB_BITS) as usize;
+
+/// The bucket index for `value` microseconds.
+#[inline]
+pub(super) fn index_of(value: u64) -> usize {
+    let value = value.min(MAX_VALUE);
+    if value < SUB_BUCKETS {
+        return value as usize;
+    }
+    let exponent = u64::BITS - 1 - value.leading_zeros();
+    let shift = exponent - SUB_BITS;
+    // `value >> shift` lies in [SUB_BUCKETS, 2 * SUB_BUCKETS): the sub-bucket plus an offset
+    // that, added to the exponent's block, lands every exponent after the previous one.
+    (((shift as u64) << SUB_BITS) + (value >> shift)) as usize
+}
+
+/// The lowest value and the width, in microseconds, of bucket `index`.
+#[inline]
+pub(super) fn bucket_bounds(index: usize) -> (u64, u64) {
+    let index = index as u64;
+    if index < 2 * SUB_BUCKETS {
+        return (index, 1);
+    }
+    let shift = (index >> SUB_BITS) - 1;
+    let mantissa = (index & (SUB_BUCKETS - 1)) | SUB_BUCKETS;
+    (mantissa << shift, 1 << shift)
+}
+
+/// The value a percentile falling in bucket `index` reports: the bucket's midpoint, which is
+/// exact for the one-microsecond buckets.
+#[inline]
+fn representative(index: usize) -> u64 {
+    let (low, width) = bucket_bounds(index);
+    low + width / 2
+}
+
+/// Quantiles reported by [`Histogram::snapshot`], as `numerator / 100`.
+const QUANTILES: [u64; 3] = [50, 95, 99];
+
+/// Latency counters of one route.
+pub(super) struct Histogram {
+    counts: Box<[AtomicU64; BUCKETS]>,
+    sum: AtomicU64,
+    max: AtomicU64,
+}
+
+/// A point-in-time reading of a [`Histogram`], in microseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct HistogramSnapshot {
+    pub(super) count: u64,
+    pub(super) sum: u64,
+    pub(super) max: u64,
+    pub(super) p50: u64,
+    pub(super) p95: u64,
+    pub(super) p99: u64,
+}
+
+impl Histogram {
+    pub(super) fn new() -> Self {
+        Self {
+            counts: Box::new(std::array::from_fn(|_| AtomicU64::new(0))),
+            sum: AtomicU64::new(0),
+            max: AtomicU64::new(0),
+        }
+    }
+
+    /// Records one value in microseconds.
+    #[inline]
+    pub(super) fn record(&self, value: u64) {
+        self.counts[index_of(value)].fetch_add(1, Relaxed);
+        self.sum.fetch_add(value, Relaxed);
+        // Most values are not a new maximum: a plain load avoids a read-modify-write.
+        if value > self.max.load(Relaxed) {
+            self.max.fetch_max(value, Relaxed);
+        }
+    }
+
+    /// Reads the counters and computes the quantiles.
+    ///
+    /// Concurrent recording may land between the reads of different counters; the count
+    /// and the quantiles always come from the same copy of the buckets, and quantiles never
+    /// exceed the reported maximum.
+    pub(super) fn snapshot(&self) -> HistogramSnapshot {
+        let counts: [u64; BUCKETS] = std::array::from_fn(|i| self.counts[i].load(Relaxed));
+        let count: u64 = counts.iter().sum();
+        let sum = self.sum.load(Relaxed);
+        let mut max = self.max.load(Relaxed);
+        if count == 0 {
+            return HistogramSnapshot::default();
+        }
+
+        // Nearest-rank quantiles: the smallest value with at least ceil(q * count) values at
+        // or below it.
+        let ranks = QUANTILES.map(|q| (u128::from(count) * u128::from(q)).div_ceil(100) as u64);
+        let mut found = [0u64; QUANTILES.len()];
+        let mut next = 0;
+        let mut seen = 0u64;
+        let mut highest = 0;
+        for (index, &n) in counts.iter().enumerate() {
+            if n == 0 {
+                continue;
+            }
+            seen += n;
+            highest = index;
+            while next < ranks.len() && seen >= ranks[next] {
+                found[next] = representative(index);
+                next += 1;
+            }
+        }
+        // A value recorded after `max` was read: keep max consistent with the buckets.
+        if max < bucket_bounds(highest).0 {
+            max = bucket_bounds(highest).0;
+        }
+        // The highest rank is the maximum itself, which is known exactly.
+        for (value, &rank) in found.iter_mut().zip(&ranks) {
+            *value = if rank >= count {
+                max
+            } else {
+                (*value).min(max)
+            };
+        }
+        let [p50, p95, p99] = found;
+        HistogramSnapshot {
+            count,
+            sum,
+            max,
+            p50,
+            p95,
+            p99,
+        }
+    }
+
+    /// Sets every counter back to zero.
+    pub(super) fn reset(&self) {
+        for count in self.counts.iter() {
+            count.store(0, Relaxed);
+        }
+        self.sum.store(0, Relaxed);
+        self.max.store(0, Relaxed);
+    }
+}
