@@ -81,11 +81,12 @@ where
             return Poll::Pending;
         };
         if this.sleep.is_none() {
-            if Instant::now() < deadline {
-                this.sleep.set(Some(tokio::time::sleep_until(deadline)));
-            } else {
+            // A zero deadline has passed by definition: answer without arming a timer,
+            // which would only fire at the timer driver's next tick.
+            if timeout.is_zero() {
                 return Poll::Ready(Ok(timed_out(this.inner, timeout, *this.status)));
             }
+            this.sleep.set(Some(tokio::time::sleep_until(deadline)));
         }
         if let Some(sleep) = this.sleep.as_mut().as_pin_mut() {
             ready!(sleep.poll(cx));

@@ -50,6 +50,7 @@ impl<S> Layer<S> for RouteTimeout {
     type Service = SetRouteTimeout<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
+        scope::enable();
         SetRouteTimeout {
             inner,
             route: *self,

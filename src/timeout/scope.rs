@@ -6,7 +6,10 @@
 //! when the poll returns. Scopes nest and restore the outer one on exit, also when the inner
 //! future panics.
 
-use std::cell::Cell;
+use std::{
+    cell::Cell,
+    sync::atomic::{AtomicBool, Ordering},
+};
 
 use super::RouteTimeout;
 
@@ -21,28 +24,37 @@ thread_local! {
     static SLOT: Cell<Slot> = const { Cell::new(Slot::Closed) };
 }
 
+/// Set once any [`RouteTimeout`] layer exists in the process; until then timeout futures
+/// skip the scope entirely and pay one relaxed load per poll.
+static ROUTE_LAYERS: AtomicBool = AtomicBool::new(false);
+
+/// Notes that a [`RouteTimeout`] layer exists, so timeout futures open scopes from now on.
+pub(super) fn enable() {
+    ROUTE_LAYERS.store(true, Ordering::Relaxed);
+}
+
 /// An open scope; closing it (by [`Scope::exit`] or by unwinding) restores the outer one.
 pub(super) struct Scope {
-    outer: Slot,
+    outer: Option<Slot>,
 }
 
 impl Scope {
     #[inline]
     pub(super) fn enter() -> Self {
-        let outer = SLOT
-            .try_with(|slot| slot.replace(Slot::Open))
-            .unwrap_or(Slot::Closed);
+        if !ROUTE_LAYERS.load(Ordering::Relaxed) {
+            return Self { outer: None };
+        }
+        let outer = SLOT.try_with(|slot| slot.replace(Slot::Open)).ok();
         Self { outer }
     }
 
     /// Closes the scope, returning the override recorded inside it, if any.
     #[inline]
-    pub(super) fn exit(self) -> Option<RouteTimeout> {
-        let recorded = SLOT.try_with(Cell::get).unwrap_or(Slot::Closed);
-        drop(self);
-        match recorded {
-            Slot::Set(route) => Some(route),
-            Slot::Open | Slot::Closed => None,
+    pub(super) fn exit(mut self) -> Option<RouteTimeout> {
+        let outer = self.outer.take()?;
+        match SLOT.try_with(|slot| slot.replace(outer)) {
+            Ok(Slot::Set(route)) => Some(route),
+            _ => None,
         }
     }
 }
@@ -50,7 +62,9 @@ impl Scope {
 impl Drop for Scope {
     #[inline]
     fn drop(&mut self) {
-        let _ = SLOT.try_with(|slot| slot.set(self.outer));
+        if let Some(outer) = self.outer {
+            let _ = SLOT.try_with(|slot| slot.set(outer));
+        }
     }
 }
 

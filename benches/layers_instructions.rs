@@ -1,0 +1,165 @@
+//! Instructions per request of the same services as `benches/layers.rs`, counted by
+//! valgrind's callgrind: unlike wall-clock time, the count is the same on every run, so
+//! small differences between layers show through the noise of a shared machine.
+//!
+//! Run with `cargo bench --bench layers_instructions --all-features` (needs `valgrind` on
+//! `PATH`; says so and exits when it is missing). Each figure is the difference between a
+//! run of 21 000 and a run of 1 000 requests, divided by 20 000, so start-up is not counted.
+
+use std::{
+    convert::Infallible,
+    hint::black_box,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use tower::{Layer, Service, ServiceExt, service_fn};
+
+const VARIANTS: [&str; 4] = [
+    "bare",
+    "perfkit_timeout",
+    "tower_http_timeout",
+    "perfkit_timing",
+];
+const SHAPES: [&str; 2] = ["ready", "pending"];
+const SHORT_RUN: u64 = 1_000;
+const LONG_RUN: u64 = 21_000;
+
+fn response() -> Response<String> {
+    let mut response = Response::new(String::new());
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+async fn ready(_req: Request<()>) -> Result<Response<String>, Infallible> {
+    Ok(response())
+}
+
+async fn pending(_req: Request<()>) -> Result<Response<String>, Infallible> {
+    tokio::task::yield_now().await;
+    Ok(response())
+}
+
+async fn drive<S>(mut service: S, requests: u64)
+where
+    S: Service<Request<()>>,
+    S::Error: std::fmt::Debug,
+{
+    for _ in 0..requests {
+        let response = service
+            .ready()
+            .await
+            .unwrap()
+            .call(Request::new(()))
+            .await
+            .unwrap();
+        black_box(response);
+    }
+}
+
+/// Sends `requests` requests through one variant; what callgrind measures.
+fn probe(variant: &str, shape: &str, requests: u64) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let timeout = Duration::from_secs(30);
+    macro_rules! run {
+        ($handler:expr) => {
+            match variant {
+                "bare" => drive(service_fn($handler), requests).await,
+                "perfkit_timeout" => {
+                    let layer = perfkit::timeout::TimeoutLayer::new(timeout);
+                    drive(layer.layer(service_fn($handler)), requests).await
+                }
+                "tower_http_timeout" => {
+                    let layer = tower_http::timeout::TimeoutLayer::with_status_code(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        timeout,
+                    );
+                    drive(layer.layer(service_fn($handler)), requests).await
+                }
+                "perfkit_timing" => {
+                    let layer = perfkit::timing::TimingLayer::new();
+                    drive(layer.layer(service_fn($handler)), requests).await
+                }
+                other => panic!("unknown variant {other}"),
+            }
+        };
+    }
+    rt.block_on(async {
+        match shape {
+            "ready" => run!(ready),
+            _ => run!(pending),
+        }
+    });
+}
+
+/// Instructions callgrind counts for a whole run of `requests` requests.
+fn count(variant: &str, shape: &str, requests: u64) -> Option<u64> {
+    let exe = std::env::current_exe().ok()?;
+    let output = Command::new("valgrind")
+        .args(["--tool=callgrind", "--callgrind-out-file=/dev/null"])
+        .arg(exe)
+        .args(["--probe", variant, shape, &requests.to_string()])
+        .stdout(Stdio::null())
+        .output()
+        .ok()?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let line = stderr.lines().find(|line| line.contains("Collected :"))?;
+    line.rsplit(':').next()?.trim().parse().ok()
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|arg| arg == "--probe") {
+        let requests = args[at + 3].parse().expect("request count");
+        probe(&args[at + 1], &args[at + 2], requests);
+        return;
+    }
+    // `cargo test --benches` runs bench targets in test mode: nothing to count there.
+    if args.iter().any(|arg| arg == "--test" || arg == "--list") {
+        return;
+    }
+    let has_valgrind = Command::new("valgrind")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if !has_valgrind {
+        println!("layers_instructions: skipped, valgrind is not on PATH");
+        return;
+    }
+
+    for shape in SHAPES {
+        let per_request = |variant: &str| {
+            let short = count(variant, shape, SHORT_RUN)?;
+            let long = count(variant, shape, LONG_RUN)?;
+            Some(long.saturating_sub(short) as f64 / (LONG_RUN - SHORT_RUN) as f64)
+        };
+        let Some(bare) = per_request("bare") else {
+            println!("layers_instructions: callgrind gave no count");
+            return;
+        };
+        println!("\nlayers_{shape}: instructions per request (callgrind)");
+        println!(
+            "  {:<22} {:>10} {:>8} {:>10}",
+            "variant", "instr/req", "ratio", "added"
+        );
+        println!("  {:<22} {bare:>10.0} {:>7.2}x {:>10.0}", "bare", 1.0, 0.0);
+        for variant in &VARIANTS[1..] {
+            if let Some(instructions) = per_request(variant) {
+                println!(
+                    "  {variant:<22} {instructions:>10.0} {:>7.2}x {:>10.0}",
+                    instructions / bare,
+                    instructions - bare
+                );
+            }
+        }
+    }
+}
