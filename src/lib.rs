@@ -54,6 +54,13 @@ mod macros;
 
 pub mod body;
 mod env;
+#[cfg(any(
+    feature = "timing",
+    feature = "postgres",
+    feature = "sqlite",
+    feature = "redis"
+))]
+mod histogram;
 
 #[cfg(feature = "timeout")]
 #[cfg_attr(docsrs, doc(cfg(feature = "timeout")))]

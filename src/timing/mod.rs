@@ -132,7 +132,6 @@
 
 mod body;
 mod future;
-mod histogram;
 mod layer;
 mod route;
 mod service;

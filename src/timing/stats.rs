@@ -12,7 +12,7 @@ use http::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use super::histogram::{Histogram, HistogramSnapshot};
+use crate::histogram::{Histogram, HistogramSnapshot};
 
 /// The label of requests without a route label, and of labels beyond the route bound.
 pub const OTHER_ROUTE: &str = "other";

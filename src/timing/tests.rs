@@ -22,9 +22,7 @@ use tracing_subscriber::{layer::SubscriberExt, registry::Registry};
 
 use super::{
     OTHER_ROUTE, ResponseFuture, RouteSnapshot, Timing, TimingBody, TimingLayer, TimingSnapshot,
-    TimingStats,
-    future::Millis,
-    histogram::{self, BUCKETS, Histogram, MAX_VALUE, SUB_BUCKETS},
+    TimingStats, future::Millis,
 };
 
 /// A handler that waits for the duration in the request body, then answers `200`.
@@ -753,84 +751,6 @@ fn concurrent_recording_is_exact_and_bounded() {
         };
         assert_eq!(route.count, expected, "{route:?}");
     }
-}
-
-// ===== histogram =====
-
-#[test]
-fn histogram_buckets_cover_range_in_order() {
-    assert_eq!(BUCKETS, 896);
-    assert_eq!(histogram::index_of(0), 0);
-    assert_eq!(histogram::index_of(MAX_VALUE), BUCKETS - 1);
-    assert_eq!(histogram::index_of(u64::MAX), BUCKETS - 1);
-    // One hour fits below the clamp.
-    const { assert!(3_600_000_000 < MAX_VALUE) };
-
-    let mut expected_low = 0;
-    for index in 0..BUCKETS {
-        let (low, width) = histogram::bucket_bounds(index);
-        assert_eq!(
-            low,
-            expected_low,
-            "bucket {index} starts where {} ends",
-            index.wrapping_sub(1)
-        );
-        assert_eq!(histogram::index_of(low), index);
-        assert_eq!(histogram::index_of(low + width - 1), index);
-        if low >= SUB_BUCKETS {
-            // Relative width is at most 1/32 of the lower bound.
-            assert!(width * SUB_BUCKETS <= low, "bucket {index}: {low}+{width}");
-        } else {
-            assert_eq!(width, 1);
-        }
-        expected_low = low + width;
-    }
-    assert_eq!(expected_low, MAX_VALUE + 1);
-}
-
-#[test]
-fn histogram_quantiles_within_precision() {
-    let histogram = Histogram::new();
-    assert_eq!(histogram.snapshot().count, 0);
-    for value in 1..=10_000u64 {
-        histogram.record(value * 997);
-    }
-    let snapshot = histogram.snapshot();
-    assert_eq!(snapshot.count, 10_000);
-    assert_eq!(snapshot.max, 10_000 * 997);
-    assert_eq!(snapshot.sum, 997 * 10_000 * 10_001 / 2);
-    for (reported, rank) in [
-        (snapshot.p50, 5_000),
-        (snapshot.p95, 9_500),
-        (snapshot.p99, 9_900),
-    ] {
-        let expected = rank * 997;
-        let error = reported.abs_diff(expected) as f64 / expected as f64;
-        assert!(error <= 1.0 / 64.0, "{reported} vs {expected}");
-    }
-
-    histogram.reset();
-    assert_eq!(histogram.snapshot(), Default::default());
-}
-
-#[test]
-fn histogram_exact_for_small_values_and_clamps_large() {
-    let histogram = Histogram::new();
-    for value in [0, 1, 2, 3, 63] {
-        histogram.record(value);
-    }
-    let snapshot = histogram.snapshot();
-    assert_eq!(snapshot.p50, 2);
-    assert_eq!(snapshot.p99, 63);
-
-    let histogram = Histogram::new();
-    let two_hours = 7_200_000_000;
-    histogram.record(two_hours);
-    let snapshot = histogram.snapshot();
-    assert_eq!(snapshot.max, two_hours);
-    // Clamped into the last bucket, never reported above the exact maximum.
-    assert!(snapshot.p99 <= two_hours);
-    assert!(snapshot.p99 >= histogram::bucket_bounds(BUCKETS - 1).0);
 }
 
 // ===== types =====

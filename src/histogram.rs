@@ -12,21 +12,21 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 const SUB_BITS: u32 = 5;
 
 /// Linear sub-buckets per power of two.
-pub(super) const SUB_BUCKETS: u64 = 1 << SUB_BITS;
+pub(crate) const SUB_BUCKETS: u64 = 1 << SUB_BITS;
 
 /// Largest exponent with its own buckets: the histogram resolves values up to `2^32 - 1` µs.
 const MAX_EXPONENT: u32 = 31;
 
 /// Largest value with its own bucket; larger values are clamped into the last bucket.
-pub(super) const MAX_VALUE: u64 = (1 << (MAX_EXPONENT + 1)) - 1;
+pub(crate) const MAX_VALUE: u64 = (1 << (MAX_EXPONENT + 1)) - 1;
 
 /// Number of buckets: the exact range below `SUB_BUCKETS`, then `SUB_BUCKETS` buckets for
 /// every exponent from `SUB_BITS` to `MAX_EXPONENT`.
-pub(super) const BUCKETS: usize = ((MAX_EXPONENT - SUB_BITS + 2) << SUB_BITS) as usize;
+pub(crate) const BUCKETS: usize = ((MAX_EXPONENT - SUB_BITS + 2) << SUB_BITS) as usize;
 
 /// The bucket index for `value` microseconds.
 #[inline]
-pub(super) fn index_of(value: u64) -> usize {
+pub(crate) fn index_of(value: u64) -> usize {
     let value = value.min(MAX_VALUE);
     if value < SUB_BUCKETS {
         return value as usize;
@@ -40,7 +40,7 @@ pub(super) fn index_of(value: u64) -> usize {
 
 /// The lowest value and the width, in microseconds, of bucket `index`.
 #[inline]
-pub(super) fn bucket_bounds(index: usize) -> (u64, u64) {
+pub(crate) fn bucket_bounds(index: usize) -> (u64, u64) {
     let index = index as u64;
     if index < 2 * SUB_BUCKETS {
         return (index, 1);
@@ -62,7 +62,7 @@ fn representative(index: usize) -> u64 {
 const QUANTILES: [u64; 3] = [50, 95, 99];
 
 /// Latency counters of one route.
-pub(super) struct Histogram {
+pub(crate) struct Histogram {
     counts: Box<[AtomicU64; BUCKETS]>,
     sum: AtomicU64,
     max: AtomicU64,
@@ -70,17 +70,17 @@ pub(super) struct Histogram {
 
 /// A point-in-time reading of a [`Histogram`], in microseconds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(super) struct HistogramSnapshot {
-    pub(super) count: u64,
-    pub(super) sum: u64,
-    pub(super) max: u64,
-    pub(super) p50: u64,
-    pub(super) p95: u64,
-    pub(super) p99: u64,
+pub(crate) struct HistogramSnapshot {
+    pub(crate) count: u64,
+    pub(crate) sum: u64,
+    pub(crate) max: u64,
+    pub(crate) p50: u64,
+    pub(crate) p95: u64,
+    pub(crate) p99: u64,
 }
 
 impl Histogram {
-    pub(super) fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             counts: Box::new(std::array::from_fn(|_| AtomicU64::new(0))),
             sum: AtomicU64::new(0),
@@ -90,7 +90,7 @@ impl Histogram {
 
     /// Records one value in microseconds.
     #[inline]
-    pub(super) fn record(&self, value: u64) {
+    pub(crate) fn record(&self, value: u64) {
         self.counts[index_of(value)].fetch_add(1, Relaxed);
         self.sum.fetch_add(value, Relaxed);
         // Most values are not a new maximum: a plain load avoids a read-modify-write.
@@ -104,7 +104,7 @@ impl Histogram {
     /// Concurrent recording may land between the reads of different counters; the count
     /// and the quantiles always come from the same copy of the buckets, and quantiles never
     /// exceed the reported maximum.
-    pub(super) fn snapshot(&self) -> HistogramSnapshot {
+    pub(crate) fn snapshot(&self) -> HistogramSnapshot {
         let counts: [u64; BUCKETS] = std::array::from_fn(|i| self.counts[i].load(Relaxed));
         let count: u64 = counts.iter().sum();
         let sum = self.sum.load(Relaxed);
@@ -155,11 +155,92 @@ impl Histogram {
     }
 
     /// Sets every counter back to zero.
-    pub(super) fn reset(&self) {
+    pub(crate) fn reset(&self) {
         for count in self.counts.iter() {
             count.store(0, Relaxed);
         }
         self.sum.store(0, Relaxed);
         self.max.store(0, Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_cover_range_in_order() {
+        assert_eq!(BUCKETS, 896);
+        assert_eq!(index_of(0), 0);
+        assert_eq!(index_of(MAX_VALUE), BUCKETS - 1);
+        assert_eq!(index_of(u64::MAX), BUCKETS - 1);
+        // One hour fits below the clamp.
+        const { assert!(3_600_000_000 < MAX_VALUE) };
+
+        let mut expected_low = 0;
+        for index in 0..BUCKETS {
+            let (low, width) = bucket_bounds(index);
+            assert_eq!(
+                low,
+                expected_low,
+                "bucket {index} starts where {} ends",
+                index.wrapping_sub(1)
+            );
+            assert_eq!(index_of(low), index);
+            assert_eq!(index_of(low + width - 1), index);
+            if low >= SUB_BUCKETS {
+                // Relative width is at most 1/32 of the lower bound.
+                assert!(width * SUB_BUCKETS <= low, "bucket {index}: {low}+{width}");
+            } else {
+                assert_eq!(width, 1);
+            }
+            expected_low = low + width;
+        }
+        assert_eq!(expected_low, MAX_VALUE + 1);
+    }
+
+    #[test]
+    fn histogram_quantiles_within_precision() {
+        let histogram = Histogram::new();
+        assert_eq!(histogram.snapshot().count, 0);
+        for value in 1..=10_000u64 {
+            histogram.record(value * 997);
+        }
+        let snapshot = histogram.snapshot();
+        assert_eq!(snapshot.count, 10_000);
+        assert_eq!(snapshot.max, 10_000 * 997);
+        assert_eq!(snapshot.sum, 997 * 10_000 * 10_001 / 2);
+        for (reported, rank) in [
+            (snapshot.p50, 5_000),
+            (snapshot.p95, 9_500),
+            (snapshot.p99, 9_900),
+        ] {
+            let expected = rank * 997;
+            let error = reported.abs_diff(expected) as f64 / expected as f64;
+            assert!(error <= 1.0 / 64.0, "{reported} vs {expected}");
+        }
+
+        histogram.reset();
+        assert_eq!(histogram.snapshot(), Default::default());
+    }
+
+    #[test]
+    fn histogram_exact_for_small_values_and_clamps_large() {
+        let histogram = Histogram::new();
+        for value in [0, 1, 2, 3, 63] {
+            histogram.record(value);
+        }
+        let snapshot = histogram.snapshot();
+        assert_eq!(snapshot.p50, 2);
+        assert_eq!(snapshot.p99, 63);
+
+        let histogram = Histogram::new();
+        let two_hours = 7_200_000_000;
+        histogram.record(two_hours);
+        let snapshot = histogram.snapshot();
+        assert_eq!(snapshot.max, two_hours);
+        // Clamped into the last bucket, never reported above the exact maximum.
+        assert!(snapshot.p99 <= two_hours);
+        assert!(snapshot.p99 >= bucket_bounds(BUCKETS - 1).0);
     }
 }
