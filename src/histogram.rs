@@ -79,6 +79,12 @@ pub(crate) struct HistogramSnapshot {
     pub(crate) p99: u64,
 }
 
+impl Default for Histogram {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Histogram {
     pub(crate) fn new() -> Self {
         Self {

@@ -70,6 +70,17 @@ pub mod timeout;
 #[cfg_attr(docsrs, doc(cfg(feature = "timing")))]
 pub mod timing;
 
+#[cfg(any(feature = "postgres", feature = "sqlite", feature = "redis"))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(any(feature = "postgres", feature = "sqlite", feature = "redis")))
+)]
+pub mod pool;
+
+#[cfg(feature = "health")]
+#[cfg_attr(docsrs, doc(cfg(feature = "health")))]
+pub mod health;
+
 pub use env::EnvError;
 
 #[cfg(all(doctest, feature = "timeout", feature = "timing", feature = "axum"))]

@@ -1,0 +1,2 @@
+//! Placeholder replaced by the health benchmark.
+fn main() {}

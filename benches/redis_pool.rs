@@ -1,0 +1,2 @@
+//! Placeholder replaced by the redis_pool benchmark.
+fn main() {}

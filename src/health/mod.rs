@@ -1,0 +1,1 @@
+//! Health checks run in the background, and the `/health` service.

@@ -1,0 +1,1 @@
+//! PostgreSQL diagnostics: query plans, unused indexes and tables read by sequential scans.

@@ -1,0 +1,1 @@
+//! Redis: a multiplexed connection and a bb8 pool.

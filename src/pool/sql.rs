@@ -1,0 +1,1 @@
+//! sqlx pools: PostgreSQL and SQLite.
