@@ -89,7 +89,20 @@ impl CheckError {
 
     /// A failure caused by a boxed error, as [`CheckError::from_error`].
     fn from_boxed(error: Box<dyn StdError + Send + Sync + 'static>) -> Self {
-        let mut message = error.to_string();
+        Self::from_boxed_in(None, error)
+    }
+
+    /// A failure of `what` caused by `error`: `<what> failed: <error>`.
+    #[cfg(any(feature = "postgres", feature = "sqlite", feature = "redis"))]
+    fn failed(what: &str, error: impl StdError + Send + Sync + 'static) -> Self {
+        Self::from_boxed_in(Some(what), Box::new(error))
+    }
+
+    fn from_boxed_in(what: Option<&str>, error: Box<dyn StdError + Send + Sync + 'static>) -> Self {
+        let mut message = match what {
+            Some(what) => format!("{what} failed: {error}"),
+            None => error.to_string(),
+        };
         let mut source = error.source();
         while let Some(cause) = source {
             let cause_text = cause.to_string();
@@ -349,7 +362,10 @@ where
     }
 
     async fn check(&self) -> Result<(), CheckError> {
-        sqlx::raw_sql("SELECT 1").execute(&self.pool).await?;
+        sqlx::raw_sql("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(|error| CheckError::failed("SELECT 1", error))?;
         Ok(())
     }
 }
@@ -442,7 +458,10 @@ where
 
     async fn check(&self) -> Result<(), CheckError> {
         let mut conn = self.conn.clone();
-        let reply: String = redis::cmd("PING").query_async(&mut conn).await?;
+        let reply: String = redis::cmd("PING")
+            .query_async(&mut conn)
+            .await
+            .map_err(|error| CheckError::failed("PING", error))?;
         if reply == "PONG" {
             Ok(())
         } else {

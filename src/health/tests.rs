@@ -859,6 +859,9 @@ async fn sql_check_runs_select_1_on_sqlite() {
     let report = monitor.report();
     assert_eq!(report.status, Status::Unhealthy);
     let error = report.checks["database"].error.as_deref().unwrap();
-    assert!(error.contains("closed"), "{error}");
+    assert!(
+        error.starts_with("SELECT 1 failed: ") && error.contains("closed"),
+        "{error}"
+    );
     assert!(!report.checks["replica"].critical);
 }
