@@ -1,5 +1,5 @@
 //! `perfkit::health` checks against real PostgreSQL and a private Redis server.
-#![cfg(feature = "health")]
+#![cfg(all(feature = "health", any(feature = "postgres", feature = "redis")))]
 
 mod support;
 
