@@ -1,0 +1,175 @@
+use std::{
+    collections::BTreeMap,
+    fmt,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use serde::{Deserialize, Serialize, Serializer};
+
+/// The health of the whole service, or of one check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Every check passes, or this check passes.
+    Healthy,
+    /// Only non-critical checks fail: the service works with reduced function. Never the
+    /// status of a single check.
+    Degraded,
+    /// A critical check fails, or this check fails.
+    Unhealthy,
+}
+
+impl Status {
+    /// `healthy`, `degraded` or `unhealthy`, as in the JSON report.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Healthy => "healthy",
+            Status::Degraded => "degraded",
+            Status::Unhealthy => "unhealthy",
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The latest result of every check, as `GET /health` serves it:
+///
+/// ```json
+/// {
+///   "status": "degraded",
+///   "checks": {
+///     "cache": {"status": "unhealthy", "latency_ms": 5000.0, "error": "timed out after 5 s", "critical": false},
+///     "database": {"status": "healthy", "latency_ms": 1.2, "critical": true}
+///   },
+///   "checked_at": "2025-01-31T09:30:00.125Z"
+/// }
+/// ```
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HealthReport {
+    /// `unhealthy` when a critical check fails, `degraded` when only non-critical ones do,
+    /// `healthy` otherwise.
+    pub status: Status,
+    /// Each check's result, by check name.
+    pub checks: BTreeMap<String, CheckResult>,
+    /// When the round that produced these results ended; `None` before the first round.
+    /// Serialized as an RFC 3339 UTC timestamp with milliseconds, and left out when `None`.
+    #[serde(
+        serialize_with = "serialize_checked_at",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub checked_at: Option<SystemTime>,
+}
+
+impl HealthReport {
+    pub(super) fn new(
+        checks: BTreeMap<String, CheckResult>,
+        checked_at: Option<SystemTime>,
+    ) -> Self {
+        Self {
+            status: overall_status(checks.values()),
+            checks,
+            checked_at,
+        }
+    }
+
+    /// Whether every critical check passes: what `/health/ready` answers `200` for.
+    pub fn is_ready(&self) -> bool {
+        self.status != Status::Unhealthy
+    }
+
+    /// How long ago the results were produced; `None` before the first round.
+    pub fn age(&self) -> Option<Duration> {
+        self.checked_at
+            .map(|at| SystemTime::now().duration_since(at).unwrap_or_default())
+    }
+}
+
+/// Unhealthy if a critical result fails, degraded if any other fails, healthy otherwise.
+fn overall_status<'a>(results: impl Iterator<Item = &'a CheckResult>) -> Status {
+    let mut status = Status::Healthy;
+    for result in results {
+        if result.status != Status::Healthy {
+            if result.critical {
+                return Status::Unhealthy;
+            }
+            status = Status::Degraded;
+        }
+    }
+    status
+}
+
+/// The latest result of one check.
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CheckResult {
+    /// `healthy` or `unhealthy`.
+    pub status: Status,
+    /// How long the check took, in milliseconds (the timeout when it timed out).
+    pub latency_ms: f64,
+    /// Why the check failed; `None`, and left out of the JSON, when it passed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Whether the check is critical (see [`HealthCheck::critical`](super::HealthCheck::critical)).
+    pub critical: bool,
+}
+
+impl CheckResult {
+    pub(super) fn new(critical: bool, latency: Duration, error: Option<String>) -> Self {
+        // Microsecond precision is all a health report needs, and keeps the JSON short.
+        let latency_ms = (latency.as_secs_f64() * 1_000_000.0).round() / 1000.0;
+        Self {
+            status: if error.is_none() {
+                Status::Healthy
+            } else {
+                Status::Unhealthy
+            },
+            latency_ms,
+            error,
+            critical,
+        }
+    }
+}
+
+fn serialize_checked_at<S: Serializer>(
+    checked_at: &Option<SystemTime>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match checked_at {
+        Some(at) => serializer.serialize_str(&rfc3339(*at)),
+        None => serializer.serialize_none(),
+    }
+}
+
+/// `at` as `YYYY-MM-DDTHH:MM:SS.mmmZ`; times before 1970 show as the epoch.
+pub(super) fn rfc3339(at: SystemTime) -> String {
+    let since_epoch = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since_epoch.as_secs();
+    let millis = since_epoch.subsec_millis();
+    let (days, day_secs) = (secs / 86_400, secs % 86_400);
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        day_secs / 3600,
+        day_secs / 60 % 60,
+        day_secs % 60
+    )
+}
+
+/// The proleptic Gregorian date `days` after 1970-01-01 (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
