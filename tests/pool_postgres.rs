@@ -317,21 +317,31 @@ async fn terminate(db: &TestDb, pid: i32) {
     }
 }
 
+/// Builds a one-connection pool with `settings`, lets its connection go idle and has the
+/// server end it; returns the pool and the killed connection's backend pid.
+async fn pool_with_a_killed_idle_connection(
+    db: &TestDb,
+    settings: impl FnOnce(PgPoolBuilder) -> PgPoolBuilder,
+) -> (PgPool, i32) {
+    let pool = settings(builder(db).max_overflow(0).recycle(None))
+        .build()
+        .await
+        .unwrap();
+    let pid = backend_pid(&pool).await;
+    until_idle(&pool, 1).await;
+    terminate(db, pid).await;
+    (pool, pid)
+}
+
 #[tokio::test]
 async fn pre_ping_replaces_a_connection_the_server_killed() {
     let Some(db) = support::postgres("pre_ping_replaces_a_killed_connection").await else {
         return;
     };
-    let pool = builder(&db)
-        .max_overflow(0)
-        .recycle(None)
-        .pre_ping_after(Duration::from_millis(100))
-        .build()
-        .await
-        .unwrap();
-    let before = backend_pid(&pool).await;
-    until_idle(&pool, 1).await;
-    terminate(&db, before).await;
+    let (pool, before) = pool_with_a_killed_idle_connection(&db, |pool| {
+        pool.pre_ping_after(Duration::from_millis(100))
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     let after = backend_pid(&pool).await;
@@ -351,16 +361,7 @@ async fn without_pre_ping_the_killed_connection_reaches_the_caller() {
     let Some(db) = support::postgres("without_pre_ping_the_kill_shows").await else {
         return;
     };
-    let pool = builder(&db)
-        .max_overflow(0)
-        .recycle(None)
-        .pre_ping(false)
-        .build()
-        .await
-        .unwrap();
-    let pid = backend_pid(&pool).await;
-    until_idle(&pool, 1).await;
-    terminate(&db, pid).await;
+    let (pool, _) = pool_with_a_killed_idle_connection(&db, |pool| pool.pre_ping(false)).await;
 
     let mut conn = pool.acquire().await.unwrap();
     assert!(
@@ -376,16 +377,10 @@ async fn a_recently_used_connection_is_not_pinged() {
     };
     // With a long threshold, the killed connection is handed out unchecked: proof that the
     // pre-ping only runs on connections idle past the threshold.
-    let pool = builder(&db)
-        .max_overflow(0)
-        .recycle(None)
-        .pre_ping_after(Duration::from_secs(60))
-        .build()
-        .await
-        .unwrap();
-    let pid = backend_pid(&pool).await;
-    until_idle(&pool, 1).await;
-    terminate(&db, pid).await;
+    let (pool, _) = pool_with_a_killed_idle_connection(&db, |pool| {
+        pool.pre_ping_after(Duration::from_secs(60))
+    })
+    .await;
     let mut conn = pool.acquire().await.unwrap();
     assert!(sqlx::query("SELECT 1").execute(&mut *conn).await.is_err());
 }
