@@ -1,1 +1,0 @@
-//! sqlx pools: PostgreSQL and SQLite.
