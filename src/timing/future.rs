@@ -71,11 +71,11 @@ where
         let elapsed = recording.start.elapsed();
         let millis = Millis::new(elapsed);
         let headers = response.headers_mut();
-        if let Ok(value) = HeaderValue::from_bytes(millis.process_time()) {
+        if let Some(value) = millis.process_time_value() {
             headers.insert(X_PROCESS_TIME, value);
         }
         if *this.server_timing
-            && let Ok(value) = HeaderValue::from_bytes(millis.server_timing())
+            && let Some(value) = millis.server_timing_value()
         {
             headers.append(SERVER_TIMING, value);
         }
@@ -91,13 +91,57 @@ where
     }
 }
 
-/// A duration in milliseconds with two decimals, written right-aligned into a stack
-/// buffer with room for the `app;dur=` prefix of `Server-Timing` in front.
-pub(super) struct Millis {
-    buf: [u8; Self::LEN],
-    /// Index of the first digit.
-    start: usize,
+/// A duration in milliseconds with two decimals, as the `X-Process-Time` and
+/// `Server-Timing` header values.
+///
+/// Durations below [`SHORT_LIMIT`] take both values from the static [`SHORT`] table, so
+/// their header values are neither formatted nor allocated; longer ones are written
+/// right-aligned into a stack buffer with room for the `app;dur=` prefix in front.
+pub(super) struct Millis(Repr);
+
+enum Repr {
+    /// An entry of [`SHORT`]: `app;dur=` then the value then `ms`.
+    Short(&'static str),
+    Long {
+        buf: [u8; Millis::LEN],
+        /// Index of the first digit.
+        start: usize,
+    },
 }
+
+/// Hundredths of a millisecond below which values come from [`SHORT`]: 10 ms.
+const SHORT_LIMIT: u64 = 1_000;
+
+/// Length of each [`SHORT`] entry: `app;dur=9.99ms`.
+const SHORT_ENTRY: usize = Millis::PREFIX.len() + 4 + Millis::UNIT.len();
+
+/// Every value from `app;dur=0.00ms` to `app;dur=9.99ms`, one after the other (14 KB).
+static SHORT: &str = match std::str::from_utf8(&SHORT_BYTES) {
+    Ok(table) => table,
+    Err(_) => panic!("the short-duration table is ASCII"),
+};
+
+static SHORT_BYTES: [u8; SHORT_LIMIT as usize * SHORT_ENTRY] = {
+    let mut table = [0; SHORT_LIMIT as usize * SHORT_ENTRY];
+    let mut hundredths = 0;
+    while hundredths < SHORT_LIMIT as usize {
+        let entry = hundredths * SHORT_ENTRY;
+        let mut i = 0;
+        while i < Millis::PREFIX.len() {
+            table[entry + i] = Millis::PREFIX[i];
+            i += 1;
+        }
+        let at = entry + Millis::PREFIX.len();
+        table[at] = b'0' + (hundredths / 100) as u8;
+        table[at + 1] = b'.';
+        table[at + 2] = b'0' + (hundredths / 10 % 10) as u8;
+        table[at + 3] = b'0' + (hundredths % 10) as u8;
+        table[at + 4] = Millis::UNIT[0];
+        table[at + 5] = Millis::UNIT[1];
+        hundredths += 1;
+    }
+    table
+};
 
 impl Millis {
     const PREFIX: &'static [u8] = b"app;dur=";
@@ -106,12 +150,23 @@ impl Millis {
     const LEN: usize = Self::PREFIX.len() + 20 + 1 + 2 + Self::UNIT.len();
 
     /// Formats `elapsed` rounded to the nearest 10 µs (halves round up).
+    #[inline]
     pub(super) fn new(elapsed: Duration) -> Self {
-        let mut hundredths = elapsed
+        let hundredths = elapsed
             .as_secs()
             .saturating_mul(100_000)
             .saturating_add(u64::from((elapsed.subsec_nanos() + 5_000) / 10_000));
+        if hundredths < SHORT_LIMIT {
+            let at = hundredths as usize * SHORT_ENTRY;
+            if let Some(entry) = SHORT.get(at..at + SHORT_ENTRY) {
+                return Self(Repr::Short(entry));
+            }
+        }
+        Self::long(hundredths)
+    }
 
+    #[cold]
+    fn long(mut hundredths: u64) -> Self {
         let mut buf = [0u8; Self::LEN];
         let mut at = Self::LEN - Self::UNIT.len();
         buf[at..].copy_from_slice(Self::UNIT);
@@ -131,16 +186,82 @@ impl Millis {
             }
         }
         buf[at - Self::PREFIX.len()..at].copy_from_slice(Self::PREFIX);
-        Self { buf, start: at }
+        Self(Repr::Long { buf, start: at })
     }
 
     /// `125.43ms`
     pub(super) fn process_time(&self) -> &[u8] {
-        &self.buf[self.start..]
+        match &self.0 {
+            Repr::Short(entry) => &entry.as_bytes()[Self::PREFIX.len()..],
+            Repr::Long { buf, start } => &buf[*start..],
+        }
     }
 
     /// `app;dur=125.43`
     pub(super) fn server_timing(&self) -> &[u8] {
-        &self.buf[self.start - Self::PREFIX.len()..Self::LEN - Self::UNIT.len()]
+        match &self.0 {
+            Repr::Short(entry) => &entry.as_bytes()[..SHORT_ENTRY - Self::UNIT.len()],
+            Repr::Long { buf, start } => {
+                &buf[*start - Self::PREFIX.len()..Self::LEN - Self::UNIT.len()]
+            }
+        }
+    }
+
+    /// The `X-Process-Time` value, `125.43ms`; without an allocation below 10 ms.
+    #[inline]
+    pub(super) fn process_time_value(&self) -> Option<HeaderValue> {
+        match self.0 {
+            Repr::Short(entry) => entry
+                .get(Self::PREFIX.len()..)
+                .map(HeaderValue::from_static),
+            Repr::Long { .. } => HeaderValue::from_bytes(self.process_time()).ok(),
+        }
+    }
+
+    /// The `Server-Timing` value, `app;dur=125.43`; without an allocation below 10 ms.
+    #[inline]
+    pub(super) fn server_timing_value(&self) -> Option<HeaderValue> {
+        match self.0 {
+            Repr::Short(entry) => entry
+                .get(..SHORT_ENTRY - Self::UNIT.len())
+                .map(HeaderValue::from_static),
+            Repr::Long { .. } => HeaderValue::from_bytes(self.server_timing()).ok(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_table_matches_formatting() {
+        for hundredths in 0..SHORT_LIMIT + 5 {
+            let millis = Millis::new(Duration::from_micros(hundredths * 10));
+            assert_eq!(
+                matches!(millis.0, Repr::Short(_)),
+                hundredths < SHORT_LIMIT,
+                "{hundredths}"
+            );
+            let long = Millis::long(hundredths);
+            assert_eq!(millis.process_time(), long.process_time());
+            assert_eq!(millis.server_timing(), long.server_timing());
+            assert_eq!(
+                millis.process_time_value().unwrap().as_bytes(),
+                long.process_time()
+            );
+            assert_eq!(
+                millis.server_timing_value().unwrap().as_bytes(),
+                long.server_timing()
+            );
+        }
+        assert_eq!(
+            Millis::new(Duration::from_nanos(9_994_999)).process_time(),
+            b"9.99ms"
+        );
+        assert_eq!(
+            Millis::new(Duration::from_nanos(9_995_000)).process_time(),
+            b"10.00ms"
+        );
     }
 }
