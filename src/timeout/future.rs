@@ -71,7 +71,13 @@ where
             this.sleep.set(None);
         }
         if let Poll::Ready(result) = polled {
-            return Poll::Ready(result.map(|response| response.map(ResponseBody::new)));
+            return Poll::Ready(match result {
+                Ok(response) => {
+                    let (parts, body) = response.into_parts();
+                    Ok(Response::from_parts(parts, ResponseBody::new(body)))
+                }
+                Err(error) => Err(error),
+            });
         }
 
         let Some(timeout) = *this.timeout else {
