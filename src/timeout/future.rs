@@ -83,16 +83,16 @@ where
         let Some(timeout) = *this.timeout else {
             return Poll::Pending;
         };
-        // A deadline beyond what the clock can represent never passes.
-        let Some(deadline) = this.start.checked_add(timeout) else {
-            return Poll::Pending;
-        };
         if this.sleep.is_none() {
             // A zero deadline has passed by definition: answer without arming a timer,
             // which would only fire at the timer driver's next tick.
             if timeout.is_zero() {
                 return Poll::Ready(Ok(timed_out(this.inner, timeout, *this.status)));
             }
+            // A deadline beyond what the clock can represent never passes.
+            let Some(deadline) = this.start.checked_add(timeout) else {
+                return Poll::Pending;
+            };
             this.sleep.set(Some(tokio::time::sleep_until(deadline)));
         }
         if let Some(sleep) = this.sleep.as_mut().as_pin_mut() {
