@@ -65,7 +65,8 @@ where
         };
         let Some(recording) = this.recording.take() else {
             // Polled again after completion; the inner future decides what that means.
-            return Poll::Ready(Ok(response.map(TimingBody::new)));
+            let (parts, body) = response.into_parts();
+            return Poll::Ready(Ok(Response::from_parts(parts, TimingBody::new(body))));
         };
 
         let elapsed = recording.start.elapsed();
@@ -81,13 +82,14 @@ where
         }
 
         let status = response.status();
-        if *this.measure_body && !response.body().is_end_stream() {
-            let pending = PendingBody::new(recording, status);
-            Poll::Ready(Ok(response.map(|body| TimingBody::measured(body, pending))))
+        let (parts, body) = response.into_parts();
+        let body = if *this.measure_body && !body.is_end_stream() {
+            TimingBody::measured(body, PendingBody::new(recording, status))
         } else {
             recording.finish(elapsed, status);
-            Poll::Ready(Ok(response.map(TimingBody::new)))
-        }
+            TimingBody::new(body)
+        };
+        Poll::Ready(Ok(Response::from_parts(parts, body)))
     }
 }
 
