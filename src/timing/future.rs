@@ -102,8 +102,8 @@ where
 pub(super) struct Millis(Repr);
 
 enum Repr {
-    /// An entry of [`SHORT`]: `app;dur=` then the value then `ms`.
-    Short(&'static str),
+    /// The index of an entry of [`SHORT`] and [`PROCESS_TIME`].
+    Short(usize),
     Long {
         buf: [u8; Millis::LEN],
         /// Index of the first digit.
@@ -145,6 +145,22 @@ static SHORT_BYTES: [u8; SHORT_LIMIT as usize * SHORT_ENTRY] = {
     table
 };
 
+/// The `X-Process-Time` values of [`SHORT`] (40 KB), ready to clone: cloning a static
+/// value copies a pointer and a length, where building one checks each of its bytes.
+static PROCESS_TIME: [HeaderValue; SHORT_LIMIT as usize] = {
+    const EMPTY: HeaderValue = HeaderValue::from_static("");
+    let mut values = [EMPTY; SHORT_LIMIT as usize];
+    let mut hundredths = 0;
+    while hundredths < SHORT_LIMIT as usize {
+        let (_, value) = SHORT.split_at(hundredths * SHORT_ENTRY + Millis::PREFIX.len());
+        let (value, _) = value.split_at(SHORT_ENTRY - Millis::PREFIX.len());
+        let empty = std::mem::replace(&mut values[hundredths], HeaderValue::from_static(value));
+        std::mem::forget(empty);
+        hundredths += 1;
+    }
+    values
+};
+
 impl Millis {
     const PREFIX: &'static [u8] = b"app;dur=";
     const UNIT: &'static [u8] = b"ms";
@@ -159,10 +175,7 @@ impl Millis {
             .saturating_mul(100_000)
             .saturating_add(u64::from((elapsed.subsec_nanos() + 5_000) / 10_000));
         if hundredths < SHORT_LIMIT {
-            let at = hundredths as usize * SHORT_ENTRY;
-            if let Some(entry) = SHORT.get(at..at + SHORT_ENTRY) {
-                return Self(Repr::Short(entry));
-            }
+            return Self(Repr::Short(hundredths as usize));
         }
         Self::long(hundredths)
     }
@@ -191,10 +204,20 @@ impl Millis {
         Self(Repr::Long { buf, start: at })
     }
 
+    /// Entry `index` of [`SHORT`], `app;dur=1.23ms`; empty past the end.
+    fn short(index: usize) -> &'static str {
+        SHORT
+            .get(index * SHORT_ENTRY..(index + 1) * SHORT_ENTRY)
+            .unwrap_or_default()
+    }
+
     /// `125.43ms`
     pub(super) fn process_time(&self) -> &[u8] {
         match &self.0 {
-            Repr::Short(entry) => &entry.as_bytes()[Self::PREFIX.len()..],
+            Repr::Short(index) => Self::short(*index)
+                .as_bytes()
+                .get(Self::PREFIX.len()..)
+                .unwrap_or_default(),
             Repr::Long { buf, start } => &buf[*start..],
         }
     }
@@ -202,7 +225,10 @@ impl Millis {
     /// `app;dur=125.43`
     pub(super) fn server_timing(&self) -> &[u8] {
         match &self.0 {
-            Repr::Short(entry) => &entry.as_bytes()[..SHORT_ENTRY - Self::UNIT.len()],
+            Repr::Short(index) => Self::short(*index)
+                .as_bytes()
+                .get(..SHORT_ENTRY - Self::UNIT.len())
+                .unwrap_or_default(),
             Repr::Long { buf, start } => {
                 &buf[*start - Self::PREFIX.len()..Self::LEN - Self::UNIT.len()]
             }
@@ -213,9 +239,7 @@ impl Millis {
     #[inline]
     pub(super) fn process_time_value(&self) -> Option<HeaderValue> {
         match self.0 {
-            Repr::Short(entry) => entry
-                .get(Self::PREFIX.len()..)
-                .map(HeaderValue::from_static),
+            Repr::Short(index) => PROCESS_TIME.get(index).cloned(),
             Repr::Long { .. } => HeaderValue::from_bytes(self.process_time()).ok(),
         }
     }
@@ -224,7 +248,7 @@ impl Millis {
     #[inline]
     pub(super) fn server_timing_value(&self) -> Option<HeaderValue> {
         match self.0 {
-            Repr::Short(entry) => entry
+            Repr::Short(index) => Self::short(index)
                 .get(..SHORT_ENTRY - Self::UNIT.len())
                 .map(HeaderValue::from_static),
             Repr::Long { .. } => HeaderValue::from_bytes(self.server_timing()).ok(),
