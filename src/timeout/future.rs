@@ -55,6 +55,7 @@ where
 {
     type Output = Result<Response<ResponseBody<B>>, E>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         let inner = this
@@ -70,14 +71,16 @@ where
             this.sleep.set(None);
         }
         if let Poll::Ready(result) = polled {
-            return Poll::Ready(result.map(|response| response.map(ResponseBody::new)));
+            return Poll::Ready(match result {
+                Ok(response) => {
+                    let (parts, body) = response.into_parts();
+                    Ok(Response::from_parts(parts, ResponseBody::new(body)))
+                }
+                Err(error) => Err(error),
+            });
         }
 
         let Some(timeout) = *this.timeout else {
-            return Poll::Pending;
-        };
-        // A deadline beyond what the clock can represent never passes.
-        let Some(deadline) = this.start.checked_add(timeout) else {
             return Poll::Pending;
         };
         if this.sleep.is_none() {
@@ -86,6 +89,10 @@ where
             if timeout.is_zero() {
                 return Poll::Ready(Ok(timed_out(this.inner, timeout, *this.status)));
             }
+            // A deadline beyond what the clock can represent never passes.
+            let Some(deadline) = this.start.checked_add(timeout) else {
+                return Poll::Pending;
+            };
             this.sleep.set(Some(tokio::time::sleep_until(deadline)));
         }
         if let Some(sleep) = this.sleep.as_mut().as_pin_mut() {

@@ -65,6 +65,7 @@ where
         self.inner.poll_ready(cx)
     }
 
+    #[inline]
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let timeout = match request.extensions().get::<RouteTimeout>() {
             Some(route) => route.duration(),

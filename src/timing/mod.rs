@@ -128,7 +128,8 @@
 //! Recording a request takes no lock and allocates nothing beyond the header value: the
 //! route table is append-only and read with atomic loads, each request holds a reference
 //! count on its route's entry, and the counters are relaxed atomics. Only the first request
-//! of a new route takes a mutex, to add the route.
+//! of a new route takes a mutex, to add the route. Header values of requests faster than
+//! 10 ms come from a static table, so those requests allocate nothing at all.
 
 mod body;
 mod future;

@@ -136,11 +136,16 @@ impl TimingStats {
     #[inline]
     pub(super) fn entry(&self, label: Option<&str>) -> Arc<RouteEntry> {
         match label {
-            Some(label) if label != OTHER_ROUTE => match self.find(label) {
-                Ok(entry) => entry.clone(),
-                Err(_) => self.insert(label),
-            },
+            Some(label) if label != OTHER_ROUTE => self.labelled(label),
             _ => self.shared.other.clone(),
+        }
+    }
+
+    /// The entry of a route label other than [`OTHER_ROUTE`].
+    fn labelled(&self, label: &str) -> Arc<RouteEntry> {
+        match self.find(label) {
+            Ok(entry) => entry.clone(),
+            Err(_) => self.insert(label),
         }
     }
 
