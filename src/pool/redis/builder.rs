@@ -169,7 +169,7 @@ impl RedisPoolBuilder {
     ///
     /// A blocking command such as `BLPOP key 10` needs a longer timeout than it blocks for:
     /// raise it here for a pool dedicated to such commands, or per checkout with
-    /// [`RedisConnection::set_response_timeout`].
+    /// [`RedisConnection::set_response_timeout`](super::RedisConnection::set_response_timeout).
     ///
     /// Defaults to 5 seconds. Zero is refused when building.
     pub fn response_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
@@ -318,14 +318,14 @@ impl RedisPoolBuilder {
                 "max_connections is 0; a pool needs at least 1 connection".into(),
             ));
         }
-        if let Some(min_idle) = self.min_idle {
-            if min_idle > self.max_connections {
-                return Err(Error::Config(format!(
-                    "min_idle ({min_idle}) is larger than max_connections ({}); \
-                     lower min_idle or raise max_connections",
-                    self.max_connections
-                )));
-            }
+        if let Some(min_idle) = self.min_idle
+            && min_idle > self.max_connections
+        {
+            return Err(Error::Config(format!(
+                "min_idle ({min_idle}) is larger than max_connections ({}); \
+                 lower min_idle or raise max_connections",
+                self.max_connections
+            )));
         }
         let durations = [
             ("connection_timeout", Some(self.connection_timeout)),

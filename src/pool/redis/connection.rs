@@ -325,10 +325,10 @@ impl RedisConnection {
 
     fn settle<T>(&mut self, result: &RedisResult<T>) {
         self.state.awaiting_reply = false;
-        if let Err(error) = result {
-            if breaks_connection(error) {
-                self.state.failed = true;
-            }
+        if let Err(error) = result
+            && breaks_connection(error)
+        {
+            self.state.failed = true;
         }
     }
 }
