@@ -1,1 +1,0 @@
-//! Redis: a multiplexed connection and a bb8 pool.

@@ -1,0 +1,438 @@
+//! The Redis handle and pool against a real server: round trips, connect and acquire errors
+//! with their causes, outages and reconnects on a private `redis-server`, and connections
+//! the pool must not hand out again.
+#![cfg(feature = "redis")]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use perfkit::pool::{Error, RedisPoolBuilder};
+use redis::AsyncCommands;
+use support::RedisServer;
+
+/// Slack for scheduling and connection set-up on a loaded test machine.
+const SLACK: Duration = Duration::from_millis(1500);
+
+async fn client_id(conn: &mut perfkit::pool::PooledRedisConnection) -> i64 {
+    redis::cmd("CLIENT")
+        .arg("ID")
+        .query_async(conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn handle_round_trips_set_and_get() {
+    let Some(redis) = support::redis("handle_round_trips_set_and_get").await else {
+        return;
+    };
+    let handle = RedisPoolBuilder::new(&redis.url).build().await.unwrap();
+    assert_eq!(handle.url(), redis.url);
+
+    let key = redis.key("greeting");
+    let mut conn = handle.connection();
+    let () = conn.set(&key, "hello").await.unwrap();
+    let value: String = conn.get(&key).await.unwrap();
+    assert_eq!(value, "hello");
+    assert_eq!(
+        handle.stats().acquires,
+        0,
+        "commands on connection() are not counted"
+    );
+
+    let mut counted = handle.clone();
+    let value: String = counted.get(&key).await.unwrap();
+    assert_eq!(value, "hello");
+    handle.ping().await.unwrap();
+    let stats = handle.stats();
+    assert_eq!(stats.acquires, 2);
+    assert_eq!((stats.size, stats.in_use, stats.idle), (1, 0, 1));
+    assert!(stats.acquire_max_ms > 0.0);
+
+    // `from_env` reads the same REDIS_URL the harness used.
+    let from_env = RedisPoolBuilder::from_env().unwrap().build().await.unwrap();
+    let value: String = from_env.connection().get(&key).await.unwrap();
+    assert_eq!(value, "hello");
+}
+
+#[tokio::test]
+async fn handle_build_against_a_refused_port_names_the_url_without_its_password() {
+    let result = RedisPoolBuilder::new("redis://:secret@127.0.0.1:1")
+        .connection_timeout(Duration::from_secs(1))
+        .reconnect_retries(0)
+        .build()
+        .await;
+    let error = result.unwrap_err();
+    let Error::Connect { url, source } = &error else {
+        panic!("expected a connect error, got {error:?}");
+    };
+    assert_eq!(url, "redis://:***@127.0.0.1:1");
+    assert!(
+        source.to_string().to_lowercase().contains("refused"),
+        "{source}"
+    );
+    let message = error.to_string();
+    assert!(
+        message.starts_with("cannot connect to redis://:***@127.0.0.1:1"),
+        "{message}"
+    );
+    assert!(!message.contains("secret"), "{message}");
+    assert!(!format!("{error:?}").contains("secret"));
+
+    // A lazy handle starts anyway and reports the outage on use.
+    let lazy = RedisPoolBuilder::new("redis://:secret@127.0.0.1:1")
+        .reconnect_retries(0)
+        .build_lazy()
+        .unwrap();
+    assert!(lazy.ping().await.is_err());
+}
+
+#[tokio::test]
+async fn handle_fails_fast_while_the_server_is_down_and_reconnects_after() {
+    let Some(mut server) =
+        RedisServer::start("handle_fails_fast_while_the_server_is_down_and_reconnects_after").await
+    else {
+        return;
+    };
+    let response_timeout = Duration::from_secs(1);
+    let handle = RedisPoolBuilder::new(server.url())
+        .connection_timeout(Duration::from_secs(1))
+        .response_timeout(response_timeout)
+        .build()
+        .await
+        .unwrap();
+    let mut conn = handle.connection();
+    let () = conn.set("k", "before").await.unwrap();
+
+    server.stop().await;
+    for attempt in 0..5 {
+        let started = Instant::now();
+        let result: redis::RedisResult<Option<String>> = conn.get("k").await;
+        let took = started.elapsed();
+        assert!(result.is_err(), "attempt {attempt}: the server is down");
+        assert!(
+            took < response_timeout + SLACK,
+            "attempt {attempt} took {took:?}: commands must fail, not hang"
+        );
+    }
+
+    server.restart().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match conn.set::<_, _, ()>("k", "after").await {
+            Ok(()) => break,
+            Err(error) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "the handle did not reconnect: {error}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    let value: String = handle.connection().get("k").await.unwrap();
+    assert_eq!(value, "after");
+    handle.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn exhausted_pool_times_out_saying_all_connections_are_in_use() {
+    let Some(redis) =
+        support::redis("exhausted_pool_times_out_saying_all_connections_are_in_use").await
+    else {
+        return;
+    };
+    let timeout = Duration::from_millis(300);
+    let pool = RedisPoolBuilder::new(&redis.url)
+        .max_connections(2)
+        .connection_timeout(timeout)
+        .build_pool()
+        .await
+        .unwrap();
+    let first = pool.get().await.unwrap();
+    let second = pool.get().await.unwrap();
+
+    let started = Instant::now();
+    let error = pool.get().await.unwrap_err();
+    let took = started.elapsed();
+    let Error::AcquireTimeout { url, waited, cause } = &error else {
+        panic!("expected an acquire timeout, got {error:?}");
+    };
+    assert_eq!(url, &redis.url);
+    assert_eq!(cause, "all 2 connections are in use");
+    assert!(
+        *waited >= timeout && took < timeout + SLACK,
+        "{waited:?} / {took:?}"
+    );
+    assert!(
+        error
+            .to_string()
+            .ends_with("; all 2 connections are in use"),
+        "{error}"
+    );
+
+    let stats = pool.stats();
+    assert_eq!(stats.acquire_timeouts, 1);
+    assert_eq!(stats.acquires, 2);
+    assert_eq!(
+        (stats.size, stats.in_use, stats.idle, stats.max),
+        (2, 2, 0, 2)
+    );
+    assert_eq!(stats.utilisation, 1.0);
+
+    drop(first);
+    let mut third = pool.get().await.unwrap();
+    let pong: String = redis::cmd("PING").query_async(&mut third).await.unwrap();
+    assert_eq!(pong, "PONG");
+    drop(second);
+}
+
+#[tokio::test]
+async fn pool_against_a_stopped_server_times_out_with_the_connect_error() {
+    let Some(mut server) =
+        RedisServer::start("pool_against_a_stopped_server_times_out_with_the_connect_error").await
+    else {
+        return;
+    };
+    let url = server.url();
+    server.stop().await;
+    let builder = RedisPoolBuilder::new(&url)
+        .max_connections(2)
+        .connection_timeout(Duration::from_millis(500));
+
+    let error = builder.clone().build_pool().await.unwrap_err();
+    assert!(
+        matches!(&error, Error::Connect { url: u, .. } if *u == url),
+        "{error:?}"
+    );
+
+    let pool = builder.build_pool_lazy().unwrap();
+    let error = pool.get().await.unwrap_err();
+    let Error::AcquireTimeout { cause, .. } = &error else {
+        panic!("expected an acquire timeout, got {error:?}");
+    };
+    assert!(cause.starts_with("last connect error: "), "{cause}");
+    assert!(cause.to_lowercase().contains("refused"), "{cause}");
+    assert_eq!(pool.stats().acquire_timeouts, 1);
+
+    // Once the server is back the same pool serves, and the stale error is forgotten.
+    server.restart().await;
+    let mut conn = pool.get().await.unwrap();
+    let pong: String = redis::cmd("PING").query_async(&mut conn).await.unwrap();
+    assert_eq!(pong, "PONG");
+}
+
+#[tokio::test]
+async fn pool_stats_reflect_connections_in_use_and_idle() {
+    let Some(redis) = support::redis("pool_stats_reflect_connections_in_use_and_idle").await else {
+        return;
+    };
+    let pool = RedisPoolBuilder::new(&redis.url)
+        .max_connections(5)
+        .min_idle(1)
+        .build_pool()
+        .await
+        .unwrap();
+    let stats = pool.stats();
+    assert!(stats.size >= 1 && stats.in_use == 0, "{stats:?}");
+    assert_eq!((stats.max, stats.min), (5, 1));
+
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(pool.get().await.unwrap());
+    }
+    let stats = pool.stats();
+    assert_eq!(stats.in_use, 3, "{stats:?}");
+    assert_eq!(stats.acquires, 3);
+    assert!((stats.utilisation - 0.6).abs() < 1e-9);
+
+    held.pop();
+    let stats = pool.stats();
+    assert_eq!(stats.in_use, 2, "{stats:?}");
+    assert!(stats.idle >= 1, "{stats:?}");
+}
+
+#[tokio::test]
+async fn blpop_on_the_pool_while_the_handle_keeps_serving() {
+    let Some(redis) = support::redis("blpop_on_the_pool_while_the_handle_keeps_serving").await
+    else {
+        return;
+    };
+    let builder = RedisPoolBuilder::new(&redis.url);
+    let handle = builder.clone().build().await.unwrap();
+    let pool = builder.build_pool().await.unwrap();
+    let queue = redis.key("jobs");
+
+    let waiter = {
+        let pool = pool.clone();
+        let queue = queue.clone();
+        tokio::spawn(async move {
+            let mut conn = pool.get().await.unwrap();
+            let popped: Option<(String, String)> = conn.blpop(&queue, 4.0).await.unwrap();
+            popped
+        })
+    };
+
+    // The blocked pool connection holds up nothing on the handle.
+    let mut conn = handle.connection();
+    let key = redis.key("counter");
+    let started = Instant::now();
+    for _ in 0..200 {
+        let _: i64 = conn.incr(&key, 1).await.unwrap();
+    }
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(
+        !waiter.is_finished(),
+        "BLPOP returned before anything was pushed"
+    );
+    let count: i64 = conn.get(&key).await.unwrap();
+    assert_eq!(count, 200);
+
+    let _: i64 = conn.rpush(&queue, "job-1").await.unwrap();
+    let popped = waiter.await.unwrap();
+    assert_eq!(popped, Some((queue, "job-1".to_owned())));
+}
+
+#[tokio::test]
+async fn pool_reuses_clean_connections_and_closes_those_left_in_a_foreign_state() {
+    let Some(redis) =
+        support::redis("pool_reuses_clean_connections_and_closes_those_left_in_a_foreign_state")
+            .await
+    else {
+        return;
+    };
+    let pool = RedisPoolBuilder::new(&redis.url)
+        .max_connections(1)
+        .build_pool()
+        .await
+        .unwrap();
+    let list = redis.key("list");
+
+    // A server error (WRONGTYPE) leaves the connection usable.
+    let mut conn = pool.get().await.unwrap();
+    let id = client_id(&mut conn).await;
+    let _: i64 = conn.rpush(&list, "x").await.unwrap();
+    let wrong: redis::RedisResult<Option<String>> = conn.get(&list).await;
+    assert!(wrong.is_err());
+    drop(conn);
+    let mut conn = pool.get().await.unwrap();
+    assert_eq!(
+        client_id(&mut conn).await,
+        id,
+        "a clean connection is reused"
+    );
+
+    // An open MULTI must not reach the next task.
+    let () = redis::cmd("MULTI").query_async(&mut conn).await.unwrap();
+    drop(conn);
+    let mut conn = pool.get().await.unwrap();
+    let next = client_id(&mut conn).await;
+    assert_ne!(next, id, "a connection inside MULTI is closed");
+
+    // Nor may the reply of a command cancelled while waiting for it.
+    let cancelled = tokio::time::timeout(
+        Duration::from_millis(100),
+        conn.blpop::<_, Option<(String, String)>>(redis.key("empty"), 2.0),
+    )
+    .await;
+    assert!(cancelled.is_err(), "BLPOP should still be blocked");
+    drop(conn);
+    let mut conn = pool.get().await.unwrap();
+    let last = client_id(&mut conn).await;
+    assert_ne!(last, next, "a connection awaiting a reply is closed");
+    let len: i64 = conn.llen(&list).await.unwrap();
+    assert_eq!(len, 1);
+
+    // A response timeout changed for one checkout is restored for the next.
+    conn.set_response_timeout(Some(Duration::from_millis(50)));
+    drop(conn);
+    let mut conn = pool.get().await.unwrap();
+    assert_eq!(client_id(&mut conn).await, last);
+    let popped: Option<(String, String)> = conn.blpop(redis.key("empty"), 0.2).await.unwrap();
+    assert_eq!(popped, None, "the default 5 s response timeout is back");
+}
+
+#[tokio::test]
+async fn watch_multi_exec_aborts_when_the_key_changes() {
+    let Some(redis) = support::redis("watch_multi_exec_aborts_when_the_key_changes").await else {
+        return;
+    };
+    let builder = RedisPoolBuilder::new(&redis.url);
+    let handle = builder.clone().build().await.unwrap();
+    let pool = builder.build_pool().await.unwrap();
+    let key = redis.key("balance");
+    let () = handle.connection().set(&key, 10).await.unwrap();
+
+    let mut conn = pool.get().await.unwrap();
+    let () = redis::cmd("WATCH")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let balance: i64 = conn.get(&key).await.unwrap();
+    // Another client writes the key between the read and the transaction.
+    let () = handle.connection().set(&key, 99).await.unwrap();
+    let committed: Option<()> = redis::pipe()
+        .atomic()
+        .set(&key, balance + 5)
+        .ignore()
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(committed, None, "EXEC must abort");
+    let value: i64 = handle.connection().get(&key).await.unwrap();
+    assert_eq!(value, 99);
+}
+
+#[tokio::test]
+async fn pool_with_pre_ping_serves_at_once_after_a_server_restart() {
+    let Some(mut server) =
+        RedisServer::start("pool_with_pre_ping_serves_at_once_after_a_server_restart").await
+    else {
+        return;
+    };
+    let builder = RedisPoolBuilder::new(server.url())
+        .max_connections(1)
+        .connection_timeout(Duration::from_secs(2));
+    let plain = builder.clone().build_pool().await.unwrap();
+    let checked = builder.pre_ping(true).build_pool().await.unwrap();
+
+    server.restart().await;
+
+    // The checked pool notices the dead connection at checkout and replaces it.
+    let mut conn = checked.get().await.unwrap();
+    let pong: String = redis::cmd("PING").query_async(&mut conn).await.unwrap();
+    assert_eq!(pong, "PONG");
+
+    // Without the check the first command fails, and that connection is not reused.
+    let mut conn = plain.get().await.unwrap();
+    let first: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut conn).await;
+    assert!(first.is_err(), "the connection predates the restart");
+    drop(conn);
+    let mut conn = plain.get().await.unwrap();
+    let pong: String = redis::cmd("PING").query_async(&mut conn).await.unwrap();
+    assert_eq!(pong, "PONG");
+}
+
+#[tokio::test]
+async fn pubsub_receives_what_the_handle_publishes() {
+    let Some(redis) = support::redis("pubsub_receives_what_the_handle_publishes").await else {
+        return;
+    };
+    let builder = RedisPoolBuilder::new(&redis.url);
+    let handle = builder.clone().build().await.unwrap();
+    let pool = builder.build_pool_lazy().unwrap();
+    let channel = redis.key("events");
+
+    let mut pubsub = pool.pubsub().await.unwrap();
+    pubsub.subscribe(&channel).await.unwrap();
+    // PUBLISH answers how many subscribers received the message.
+    let receivers: i64 = handle
+        .connection()
+        .publish(&channel, "hello")
+        .await
+        .unwrap();
+    assert_eq!(receivers, 1);
+    assert_eq!(pool.stats().size, 0, "the pub/sub connection is not pooled");
+}
