@@ -9,7 +9,8 @@
 //! - `handle_counted`: the same handle, commands sent through it so `stats()` counts them.
 //!
 //! Every pool holds up to 50 connections. One iteration is one `GET`; the summary prints
-//! operations per second and each variant's time relative to `handle`.
+//! operations per second and each variant's time relative to `handle`. Plots are off, which
+//! keeps the default run under a minute.
 //!
 //! Run with `REDIS_URL=redis://127.0.0.1:6379 cargo bench --bench redis_pool --features redis`.
 
@@ -167,7 +168,8 @@ fn main() {
         targets(&url).await
     });
 
-    let mut c = support::criterion();
+    // The summary below is the report; criterion's plots would double the run time.
+    let mut c = support::criterion().without_plots();
     bench(&mut c, &rt, &targets, &key);
     c.final_summary();
 

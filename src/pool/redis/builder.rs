@@ -198,7 +198,7 @@ impl RedisPoolBuilder {
     /// Whether [`RedisPool::get`] sends a `PING` on each connection before handing it out
     /// (bb8's `test_on_check_out`), replacing connections that do not answer.
     ///
-    /// Defaults to `false`: the check costs a round trip on every checkout (it halves
+    /// Defaults to `false`: the check costs a round trip on every checkout (it roughly halves
     /// throughput, see `benches/redis_pool.rs`), and a pooled connection that failed with a
     /// connection error, timed out, or was returned in the middle of a command or a
     /// transaction is already closed instead of being reused. Turn it on where a connection
