@@ -6,6 +6,10 @@
 //! | --- | --- | --- |
 //! | `PORT` | `3000` | port to listen on, on 127.0.0.1 |
 //! | `REQUEST_TIMEOUT_MS` | `30000` | request deadline in milliseconds |
+//! | `DATABASE_URL` | SQLite in memory | PostgreSQL (`postgres://…`) or SQLite (`sqlite:…`) |
+//! | `DB_POOL_SIZE`, `DB_MAX_OVERFLOW`, `DB_POOL_TIMEOUT`, `DB_POOL_RECYCLE`, `DB_QUERY_TIMEOUT` | see `perfkit::pool` | PostgreSQL pool knobs |
+//! | `REDIS_URL`, `REDIS_MAX_CONNECTIONS` | unset: no Redis | Redis handle |
+//! | `HEALTH_INTERVAL_SECS` | `60` | how often the health checks run in the background |
 //! | `RUST_LOG` | `info` | log filter |
 //!
 //! | route | answer |
@@ -14,6 +18,8 @@
 //! | `GET /slow?ms=N` | sleeps N milliseconds, then answers `{"slept_ms":N}` |
 //! | `GET /big` | about 200 KB of JSON: varied user records |
 //! | `GET /metrics/timing` | per-route latency statistics as JSON |
+//! | `GET /health` | health report from the background checks (database, Redis) |
+//! | `GET /health/ready`, `/health/live`, `/health/pools` | readiness, liveness, pool statistics |
 //!
 //! Every response carries `X-Process-Time` and `Server-Timing`; a request over its deadline
 //! is answered `504` with a JSON body; requests slower than one second are logged.
@@ -29,23 +35,37 @@ use axum::{
 };
 use bytes::Bytes;
 use perfkit::{
+    health::{HealthMonitor, RedisCheck, SqlCheck},
+    pool::{PgPoolBuilder, RedisHandle, RedisPoolBuilder, SqlitePoolBuilder},
     timeout::TimeoutLayer,
     timing::{TimingLayer, TimingSnapshot, TimingStats},
 };
 use serde::{Deserialize, Serialize};
 
 /// What the app reads from the environment.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub(crate) struct Config {
     /// `PORT`.
     pub(crate) port: u16,
     /// `REQUEST_TIMEOUT_MS`.
     pub(crate) timeout: TimeoutLayer,
+    /// `DATABASE_URL` and the `DB_*` pool knobs.
+    pub(crate) database: Database,
+    /// `REDIS_URL` and `REDIS_MAX_CONNECTIONS`, when Redis is configured.
+    pub(crate) redis: Option<RedisPoolBuilder>,
+    /// `HEALTH_INTERVAL_SECS`.
+    pub(crate) health_interval: Duration,
+}
+
+/// The database the app's pool connects to.
+#[derive(Debug)]
+pub(crate) enum Database {
+    Postgres(PgPoolBuilder),
+    Sqlite(SqlitePoolBuilder),
 }
 
 impl Config {
-    /// Reads `PORT` and `REQUEST_TIMEOUT_MS`; an unset variable takes its default, a
-    /// malformed one is an error.
+    /// Reads every variable; an unset one takes its default, a malformed one is an error.
     pub(crate) fn from_env() -> Result<Self, Box<dyn Error>> {
         let port = match std::env::var("PORT") {
             Ok(port) if !port.trim().is_empty() => port
@@ -54,10 +74,42 @@ impl Config {
                 .map_err(|_| format!("PORT is set to {port:?}, which is not a port number"))?,
             _ => 3000,
         };
+        let database = match std::env::var("DATABASE_URL") {
+            Ok(url) if url.starts_with("postgres") => {
+                Database::Postgres(PgPoolBuilder::from_env()?)
+            }
+            Ok(url) if !url.trim().is_empty() => Database::Sqlite(SqlitePoolBuilder::from_env()?),
+            _ => Database::Sqlite(SqlitePoolBuilder::new("sqlite::memory:")),
+        };
+        let redis = match std::env::var("REDIS_URL") {
+            Ok(url) if !url.trim().is_empty() => Some(RedisPoolBuilder::from_env()?),
+            _ => None,
+        };
+        let health_interval = match std::env::var("HEALTH_INTERVAL_SECS") {
+            Ok(secs) if !secs.trim().is_empty() => Duration::from_secs(secs.trim().parse().map_err(|_| {
+                format!("HEALTH_INTERVAL_SECS is set to {secs:?}, which is not a whole number of seconds")
+            })?),
+            _ => Duration::from_secs(60),
+        };
         Ok(Self {
             port,
             timeout: TimeoutLayer::from_env()?,
+            database,
+            redis,
+            health_interval,
         })
+    }
+
+    /// The embedded default: SQLite in memory, no Redis, and the given request deadline.
+    #[allow(dead_code)]
+    pub(crate) fn embedded(timeout: Duration) -> Self {
+        Self {
+            port: 0,
+            timeout: TimeoutLayer::new(timeout),
+            database: Database::Sqlite(SqlitePoolBuilder::new("sqlite::memory:")),
+            redis: None,
+            health_interval: Duration::from_secs(60),
+        }
     }
 }
 
@@ -67,13 +119,39 @@ struct AppState {
     big: Bytes,
 }
 
-/// The router with every layer applied, as served by `main`.
-pub(crate) fn app(config: &Config) -> Router {
+/// The router with every layer applied, as served by `main`: builds the pools, runs the
+/// health checks once, and starts them in the background.
+pub(crate) async fn app(config: Config) -> Result<Router, Box<dyn Error>> {
+    let mut health = HealthMonitor::builder().interval(config.health_interval);
+    match config.database {
+        Database::Postgres(builder) => {
+            let pool = builder.application_name("perfkit-axum-app").build().await?;
+            health = health
+                .check(SqlCheck::from(&pool))
+                .pools("database", move || pool.stats());
+        }
+        Database::Sqlite(builder) => {
+            let pool = builder.build().await?;
+            health = health
+                .check(SqlCheck::from(&pool))
+                .pools("database", move || pool.stats());
+        }
+    }
+    if let Some(builder) = config.redis {
+        let redis: RedisHandle = builder.build().await?;
+        health = health
+            .check(RedisCheck::from(&redis))
+            .pools("redis", move || redis.stats());
+    }
+    let health = health.build();
+    health.start().await;
+
     let timing = TimingLayer::new().server_timing(true);
-    routes(timing.stats())
+    Ok(routes(timing.stats())
+        .nest_service("/health", health.service())
         // Added last, so it runs first: 504s are timed and logged too.
         .layer(config.timeout)
-        .layer(timing)
+        .layer(timing))
 }
 
 /// The same routes without any perfkit layer: the "before" of `examples/showcase.rs`.
@@ -287,13 +365,11 @@ async fn main() -> Result<(), Box<dyn Error>> {
 
     let config = Config::from_env()?;
     let addr = SocketAddr::from(([127, 0, 0, 1], config.port));
+    let timeout_ms = config.timeout.timeout().as_millis() as u64;
+    let app = app(config).await?;
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(
-        %addr,
-        timeout_ms = config.timeout.timeout().as_millis() as u64,
-        "perfkit reference app listening"
-    );
-    axum::serve(listener, app(&config))
+    tracing::info!(%addr, timeout_ms, "perfkit reference app listening");
+    axum::serve(listener, app)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })
@@ -309,11 +385,17 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tower::ServiceExt;
 
-    fn config(timeout: Duration) -> Config {
-        Config {
-            port: 0,
-            timeout: TimeoutLayer::new(timeout),
-        }
+    /// Time was paused after start-up, so timers land on the next millisecond tick.
+    fn assert_ms_between(headers: &http::HeaderMap, low: f64, high: f64) {
+        let value = headers["x-process-time"].to_str().unwrap();
+        let ms: f64 = value.strip_suffix("ms").unwrap().parse().unwrap();
+        assert!((low..=high).contains(&ms), "X-Process-Time: {value}");
+    }
+
+    /// The app on the embedded default. Tests that pause time do so after this returns:
+    /// the pool's first connection and the first health round are real I/O.
+    async fn embedded(timeout: Duration) -> Router {
+        app(Config::embedded(timeout)).await.unwrap()
     }
 
     async fn get(app: &Router, uri: &str) -> (http::StatusCode, http::HeaderMap, Bytes) {
@@ -330,9 +412,10 @@ mod tests {
         )
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn routes_answer_and_carry_timing_headers() {
-        let app = app(&config(Duration::from_secs(30)));
+        let app = embedded(Duration::from_secs(30)).await;
+        tokio::time::pause();
 
         let (status, headers, body) = get(&app, "/hello").await;
         assert_eq!(status, 200);
@@ -348,12 +431,13 @@ mod tests {
         let (status, headers, body) = get(&app, "/slow?ms=250").await;
         assert_eq!(status, 200);
         assert_eq!(body, r#"{"slept_ms":250}"#);
-        assert_eq!(headers["x-process-time"], "250.00ms");
+        assert_ms_between(&headers, 250.0, 251.0);
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn slow_requests_past_the_deadline_get_504() {
-        let app = app(&config(Duration::from_millis(1500)));
+        let app = embedded(Duration::from_millis(1500)).await;
+        tokio::time::pause();
         let (status, headers, body) = get(&app, "/slow?ms=5000").await;
         assert_eq!(status, 504);
         assert_eq!(headers[header::CONTENT_TYPE], "application/json");
@@ -361,12 +445,12 @@ mod tests {
             body,
             r#"{"error":"request_timeout","message":"Request exceeded 1.5s timeout"}"#
         );
-        assert_eq!(headers["x-process-time"], "1500.00ms");
+        assert_ms_between(&headers, 1500.0, 1501.0);
     }
 
     #[tokio::test]
     async fn big_is_about_200_kb_of_varied_json() {
-        let app = app(&config(Duration::from_secs(30)));
+        let app = embedded(Duration::from_secs(30)).await;
         let (status, headers, body) = get(&app, "/big").await;
         assert_eq!(status, 200);
         assert_eq!(headers[header::CONTENT_TYPE], "application/json");
@@ -390,9 +474,10 @@ mod tests {
         assert_eq!(distinct("id"), records.len());
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn metrics_report_route_templates() {
-        let app = app(&config(Duration::from_secs(30)));
+        let app = embedded(Duration::from_secs(30)).await;
+        tokio::time::pause();
         for ms in [10, 20, 30] {
             get(&app, &format!("/slow?ms={ms}")).await;
         }
@@ -419,11 +504,40 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn health_reports_the_database_and_its_pool() {
+        let app = embedded(Duration::from_secs(30)).await;
+
+        let (status, headers, body) = get(&app, "/health").await;
+        assert_eq!(status, 200);
+        assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+        let report: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(report["status"], "healthy", "{report}");
+        assert_eq!(
+            report["checks"]["database"]["status"], "healthy",
+            "{report}"
+        );
+
+        let (status, _, _) = get(&app, "/health/ready").await;
+        assert_eq!(status, 200);
+        let (status, _, _) = get(&app, "/health/live").await;
+        assert_eq!(status, 200);
+
+        let (status, _, body) = get(&app, "/health/pools").await;
+        assert_eq!(status, 200);
+        let pools: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            pools["database"]["max"], 1,
+            "in-memory SQLite keeps one connection"
+        );
+    }
+
+    #[tokio::test]
     async fn serves_over_tcp() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let server =
-            tokio::spawn(axum::serve(listener, app(&config(Duration::from_secs(5)))).into_future());
+        let server = tokio::spawn(
+            axum::serve(listener, embedded(Duration::from_secs(5)).await).into_future(),
+        );
 
         let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
         stream

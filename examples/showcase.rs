@@ -14,7 +14,12 @@ use std::{convert::Infallible, hint::black_box, time::Duration};
 use axum::{Router, body::Body};
 use http::{Request, Response};
 use http_body_util::BodyExt;
-use perfkit::{timeout::TimeoutLayer, timing::TimingLayer};
+use perfkit::{
+    health::{HealthCheck, SqlCheck},
+    pool::SqlitePoolBuilder,
+    timeout::TimeoutLayer,
+    timing::TimingLayer,
+};
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt, service_fn};
 
@@ -54,11 +59,10 @@ async fn timeouts() {
     heading("1. TimeoutLayer: a request that would hang");
     let deadline = Duration::from_millis(250);
     let before = get(&axum_app::bare_app(), "/slow?ms=1500").await;
-    let config = axum_app::Config {
-        port: 0,
-        timeout: TimeoutLayer::new(deadline),
-    };
-    let after = get(&axum_app::app(&config), "/slow?ms=1500").await;
+    let app = axum_app::app(axum_app::Config::embedded(deadline))
+        .await
+        .expect("the embedded default needs no server");
+    let after = get(&app, "/slow?ms=1500").await;
 
     println!(
         "GET /slow?ms=1500 with a {} ms deadline\n",
@@ -82,11 +86,9 @@ async fn timeouts() {
 
 async fn timing() {
     heading("2. TimingLayer: headers and per-route latency");
-    let config = axum_app::Config {
-        port: 0,
-        timeout: TimeoutLayer::new(Duration::from_millis(400)),
-    };
-    let app = axum_app::app(&config);
+    let app = axum_app::app(axum_app::Config::embedded(Duration::from_millis(400)))
+        .await
+        .expect("the embedded default needs no server");
 
     let mut requests = Vec::new();
     for i in 0..60u64 {
@@ -195,10 +197,61 @@ async fn overhead() {
     println!("Side-by-side figures with tower-http: cargo bench --bench layers --all-features");
 }
 
+async fn health() {
+    heading("4. Health: probes answered from background checks");
+    let app = axum_app::app(axum_app::Config::embedded(Duration::from_secs(30)))
+        .await
+        .expect("the embedded default needs no server");
+    // Let the first health round hand its connection back to the pool.
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    println!("GET /health       {}", get(&app, "/health").await.body);
+    println!(
+        "GET /health/pools {}",
+        get(&app, "/health/pools").await.body
+    );
+
+    // The "before": a probe that checks the database itself, on every request.
+    let pool = SqlitePoolBuilder::new("sqlite::memory:")
+        .build()
+        .await
+        .expect("in-memory SQLite");
+    let check = SqlCheck::from(&pool);
+    let probes = 2_000u32;
+
+    let start = Instant::now();
+    for _ in 0..probes {
+        black_box(get(&app, "/health").await);
+    }
+    let monitored = start.elapsed() / probes;
+    let start = Instant::now();
+    for _ in 0..probes {
+        black_box(check.check().await.is_ok());
+        black_box(get(&app, "/health/live").await);
+    }
+    let inline = start.elapsed() / probes;
+
+    println!("\n{:<36} {:>12}", "probe", "µs/probe");
+    println!(
+        "{:<36} {:>12.1}",
+        "before: SELECT 1 inline per probe",
+        inline.as_secs_f64() * 1e6
+    );
+    println!(
+        "{:<36} {:>12.1}",
+        "after: HealthMonitor results",
+        monitored.as_secs_f64() * 1e6
+    );
+    println!(
+        "\nThis is SQLite in memory; against a database across a network, or one that is slow or\n\
+         down, the inline probe takes as long as the database does and the monitored one does not."
+    );
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     println!("perfkit showcase: embedded default, no server needed");
     timeouts().await;
     timing().await;
     overhead().await;
+    health().await;
 }

@@ -8,6 +8,8 @@
 //! | --- | --- | --- |
 //! | [`timeout`] | `timeout` | answers slow requests with a `504` JSON body and cancels their work; per-route overrides |
 //! | [`timing`] | `timing` | `X-Process-Time` / `Server-Timing` headers, slow-request log, per-route latency percentiles |
+//! | [`pool`] | `postgres`, `sqlite`, `redis` | pool builders with the knobs backends tune, pool statistics, acquire timeouts that name their cause |
+//! | [`health`] | `health` | checks run in the background; `/health`, `/health/ready`, `/health/live`, `/health/pools` answered without I/O |
 //!
 //! Every layer is generic over request and response bodies and keeps the inner service's
 //! error type: a timeout is an answer, never a dropped connection.
@@ -45,6 +47,9 @@
 //!
 //! - `timeout`: [`timeout`], the request timeout layer.
 //! - `timing`: [`timing`], the request timing layer and its statistics.
+//! - `postgres`, `sqlite`: [`pool`] builders over sqlx, and PostgreSQL diagnostics.
+//! - `redis`: [`pool`]'s multiplexed Redis handle and bb8 pool.
+//! - `health`: [`health`], background checks and the health service.
 //! - `axum`: route templates from axum's `MatchedPath` for the timing statistics.
 //! - `full`: every feature.
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -83,6 +88,13 @@ pub mod health;
 
 pub use env::EnvError;
 
-#[cfg(all(doctest, feature = "timeout", feature = "timing", feature = "axum"))]
+#[cfg(all(
+    doctest,
+    feature = "timeout",
+    feature = "timing",
+    feature = "axum",
+    feature = "health",
+    feature = "sqlite"
+))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

@@ -8,13 +8,15 @@ use std::{
 
 use criterion::Criterion;
 
-/// Criterion settings that keep a default `cargo bench` run to a few minutes; command-line
-/// options (`--measurement-time`, `--sample-size`, ...) still override them.
+/// Criterion settings that keep a default `cargo bench` run to a few minutes (no plots: they
+/// take longer to draw than most benches take to run); command-line options
+/// (`--measurement-time`, `--sample-size`, `--plotting-backend`, ...) still override them.
 pub(crate) fn criterion() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .sample_size(50)
+        .without_plots()
         .configure_from_args()
 }
 

@@ -336,6 +336,14 @@ impl<DB: sqlx::Database> SqlCheck<DB> {
 }
 
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
+impl<DB: sqlx::Database> From<&crate::pool::SqlPool<DB>> for SqlCheck<DB> {
+    /// A critical check named `database` on a perfkit pool.
+    fn from(pool: &crate::pool::SqlPool<DB>) -> Self {
+        Self::new(pool.sqlx().clone())
+    }
+}
+
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
 impl<DB: sqlx::Database> fmt::Debug for SqlCheck<DB> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SqlCheck")
@@ -429,6 +437,14 @@ where
     pub fn non_critical(mut self) -> Self {
         self.critical = false;
         self
+    }
+}
+
+#[cfg(feature = "redis")]
+impl From<&crate::pool::RedisHandle> for RedisCheck {
+    /// A critical check named `redis` on perfkit's multiplexed handle.
+    fn from(handle: &crate::pool::RedisHandle) -> Self {
+        Self::new(handle.connection())
     }
 }
 

@@ -1,4 +1,72 @@
-//! Connection pools with the knobs backends tune, statistics and clear errors.
+//! Connection pools with the knobs backends tune, statistics, and errors that name their
+//! cause.
+//!
+//! - [`PgPoolBuilder`] and [`SqlitePoolBuilder`] build a [`SqlPool`] over sqlx
+//!   ([`PgPool`], [`SqlitePool`]); it derefs to `sqlx::Pool`, so every sqlx API takes it.
+//! - [`RedisPoolBuilder`] builds a [`RedisHandle`], one multiplexed connection that
+//!   pipelines every task's commands and reconnects by itself (the handle perfkit's other
+//!   modules take), and a [`RedisPool`] of dedicated connections for blocking commands and
+//!   `WATCH`/`MULTI` transactions.
+//! - Every pool reports [`PoolStats`]: sizes, utilisation, acquire latency percentiles
+//!   from a fixed-size histogram, acquire timeouts and leaked connections.
+//!
+//! # Example
+//!
+//! ```
+//! # #[cfg(feature = "sqlite")]
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use perfkit::pool::SqlitePoolBuilder;
+//!
+//! let pool = SqlitePoolBuilder::new("sqlite::memory:").build().await?;
+//!
+//! // Through perfkit: the acquire is timed, and a connection held too long is reported
+//! // with the line that acquired it.
+//! let mut conn = pool.acquire().await?;
+//! let answer: i64 = sqlx::query_scalar("SELECT 41 + 1").fetch_one(&mut *conn).await?;
+//! assert_eq!(answer, 42);
+//! drop(conn);
+//!
+//! // Straight to sqlx: `&*pool` is a `&sqlx::SqlitePool`.
+//! sqlx::query("CREATE TABLE items (id INTEGER PRIMARY KEY)").execute(&*pool).await?;
+//!
+//! let stats = pool.stats();
+//! assert_eq!(stats.acquires, 1);
+//! # Ok(())
+//! # }
+//! # #[cfg(not(feature = "sqlite"))]
+//! # fn main() {}
+//! ```
+//!
+//! # The knobs
+//!
+//! | knob | variable | default | what it does |
+//! | --- | --- | --- | --- |
+//! | pool size | `DB_POOL_SIZE` | 10 | connections kept open and ready (sqlx `min_connections`) |
+//! | max overflow | `DB_MAX_OVERFLOW` | 10 | extra connections under load, closed again when idle (`max_connections` = size + overflow) |
+//! | acquire timeout | `DB_POOL_TIMEOUT` | 30 s | how long an acquire waits before [`Error::AcquireTimeout`] |
+//! | recycle | `DB_POOL_RECYCLE` | 1800 s | connections are replaced at this age, each at its own point within ±10 % so a fleet never reconnects at once |
+//! | pre-ping | | on, after 1 s idle | a connection idle longer than the threshold is pinged before it is handed out; busy connections skip the round trip |
+//! | statement timeout | `DB_QUERY_TIMEOUT` | none | PostgreSQL `statement_timeout`, set on every connection |
+//! | slow statements | | 1 s | statements slower than this are logged at WARN |
+//! | leak threshold | | 60 s | a connection held longer is logged with the `file:line` that acquired it |
+//! | Redis connections | `REDIS_MAX_CONNECTIONS` | 50 | size of the [`RedisPool`] |
+//!
+//! `DATABASE_URL` and `REDIS_URL` name the servers; the `from_env()` constructors read all
+//! of these, and a variable set to something unreadable is an error at start-up.
+//!
+//! # Errors
+//!
+//! sqlx and bb8 both retry refused connections until the acquire timeout and then report
+//! only that time ran out. perfkit keeps the cause: an acquire timeout says either that all
+//! connections are in use, or what the last connection attempt failed with:
+//!
+//! ```text
+//! timed out after 30 s waiting for a connection to postgres://app:***@db:5432/app;
+//! last connect error: Connection refused (os error 111)
+//! ```
+//!
+//! URLs in errors and logs never carry a password.
 
 mod error;
 mod stats;
