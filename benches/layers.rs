@@ -9,55 +9,16 @@
 
 mod support;
 
-use std::{convert::Infallible, hint::black_box, time::Duration};
+use std::{convert::Infallible, time::Duration};
 
 use criterion::Criterion;
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use http::{Request, Response, StatusCode};
+use support::layers::{drive, pending, ready};
 use tokio::runtime::Runtime;
-use tower::{Layer, Service, ServiceExt, service_fn};
+use tower::{Layer, service_fn};
 
 const GROUPS: [&str; 2] = ["layers_ready", "layers_pending"];
 const VARIANTS: [&str; 3] = ["perfkit_timeout", "tower_http_timeout", "perfkit_timing"];
-
-/// What a handler answers: like any real response, it carries a header, so adding one is
-/// not also the first allocation of the header map.
-fn response() -> Response<String> {
-    let mut response = Response::new(String::new());
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
-}
-
-async fn ready(_req: Request<()>) -> Result<Response<String>, Infallible> {
-    Ok(response())
-}
-
-async fn pending(_req: Request<()>) -> Result<Response<String>, Infallible> {
-    tokio::task::yield_now().await;
-    Ok(response())
-}
-
-/// Times `iters` sequential requests through a fresh `service`.
-async fn drive<S>(mut service: S, iters: u64) -> Duration
-where
-    S: Service<Request<()>>,
-    S::Error: std::fmt::Debug,
-{
-    let start = std::time::Instant::now();
-    for _ in 0..iters {
-        let response = service
-            .ready()
-            .await
-            .unwrap()
-            .call(Request::new(()))
-            .await
-            .unwrap();
-        black_box(response);
-    }
-    start.elapsed()
-}
 
 fn bench_group<H, F>(c: &mut Criterion, rt: &Runtime, name: &str, handler: H)
 where

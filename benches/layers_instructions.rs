@@ -6,15 +6,17 @@
 //! `PATH`; says so and exits when it is missing). Each figure is the difference between a
 //! run of 21 000 and a run of 1 000 requests, divided by 20 000, so start-up is not counted.
 
+mod support;
+
 use std::{
-    convert::Infallible,
-    hint::black_box,
     process::{Command, Stdio},
     time::Duration,
 };
 
-use http::{HeaderValue, Request, Response, StatusCode, header};
-use tower::{Layer, Service, ServiceExt, service_fn};
+use support::layers::{drive, pending, ready};
+
+use http::StatusCode;
+use tower::{Layer, service_fn};
 
 const VARIANTS: [&str; 4] = [
     "bare",
@@ -25,41 +27,6 @@ const VARIANTS: [&str; 4] = [
 const SHAPES: [&str; 2] = ["ready", "pending"];
 const SHORT_RUN: u64 = 1_000;
 const LONG_RUN: u64 = 21_000;
-
-fn response() -> Response<String> {
-    let mut response = Response::new(String::new());
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
-}
-
-async fn ready(_req: Request<()>) -> Result<Response<String>, Infallible> {
-    Ok(response())
-}
-
-async fn pending(_req: Request<()>) -> Result<Response<String>, Infallible> {
-    tokio::task::yield_now().await;
-    Ok(response())
-}
-
-async fn drive<S>(mut service: S, requests: u64)
-where
-    S: Service<Request<()>>,
-    S::Error: std::fmt::Debug,
-{
-    for _ in 0..requests {
-        let response = service
-            .ready()
-            .await
-            .unwrap()
-            .call(Request::new(()))
-            .await
-            .unwrap();
-        black_box(response);
-    }
-}
 
 /// Sends `requests` requests through one variant; what callgrind measures.
 fn probe(variant: &str, shape: &str, requests: u64) {

@@ -8,6 +8,8 @@ use std::{
 
 use criterion::Criterion;
 
+pub(crate) mod layers;
+
 /// Criterion settings that keep a default `cargo bench` run to a few minutes (no plots: they
 /// take longer to draw than most benches take to run); command-line options
 /// (`--measurement-time`, `--sample-size`, `--plotting-backend`, ...) still override them.
