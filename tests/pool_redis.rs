@@ -1,15 +1,22 @@
 //! The Redis handle and pool against a real server: round trips, connect and acquire errors
-//! with their causes, outages and reconnects on a private `redis-server`, and connections
-//! the pool must not hand out again.
+//! with their causes, outages and reconnects on a private `redis-server`, connections
+//! the pool must not hand out again, leak reports and per-connection lifetimes.
 #![cfg(feature = "redis")]
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::HashSet,
+    fmt::Write as _,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use perfkit::pool::{Error, RedisPoolBuilder};
 use redis::AsyncCommands;
 use support::RedisServer;
+use tracing::{Level, Subscriber, field::Field};
+use tracing_subscriber::{Layer, layer::SubscriberExt};
 
 /// Slack for scheduling and connection set-up on a loaded test machine.
 const SLACK: Duration = Duration::from_millis(1500);
@@ -435,4 +442,225 @@ async fn pubsub_receives_what_the_handle_publishes() {
         .unwrap();
     assert_eq!(receivers, 1);
     assert_eq!(pool.stats().size, 0, "the pub/sub connection is not pooled");
+}
+
+// ===== Leak reports and lifetimes =====
+
+/// One event a [`Capture`] saw.
+#[derive(Clone, Debug)]
+struct Captured {
+    level: Level,
+    /// The message, then `name=value` for every other field.
+    text: String,
+}
+
+/// A tracing layer that keeps every event, for tests that check what is logged.
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<Captured>>>);
+
+impl Capture {
+    /// Captures the events of this thread until the guard is dropped. Use with a
+    /// current-thread runtime, so that spawned tasks log on this thread too.
+    fn install() -> (Self, tracing::subscriber::DefaultGuard) {
+        let capture = Self::default();
+        let subscriber = tracing_subscriber::registry().with(capture.clone());
+        (capture, tracing::subscriber::set_default(subscriber))
+    }
+
+    fn events(&self) -> Vec<Captured> {
+        self.0.lock().unwrap().clone()
+    }
+
+    fn warnings_containing(&self, needle: &str) -> Vec<Captured> {
+        self.events()
+            .into_iter()
+            .filter(|event| event.level == Level::WARN && event.text.contains(needle))
+            .collect()
+    }
+}
+
+struct Text(String);
+
+impl tracing::field::Visit for Text {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            let _ = write!(self.0, "{value:?} ");
+        } else {
+            let _ = write!(self.0, "{}={value:?} ", field.name());
+        }
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            let _ = write!(self.0, "{value} ");
+        } else {
+            let _ = write!(self.0, "{}={value} ", field.name());
+        }
+    }
+}
+
+impl<S: Subscriber> Layer<S> for Capture {
+    fn on_event(
+        &self,
+        event: &tracing::Event<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let mut text = Text(String::new());
+        event.record(&mut text);
+        self.0.lock().unwrap().push(Captured {
+            level: *event.metadata().level(),
+            text: text.0,
+        });
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_leaked_pool_connection_is_reported_once_with_its_location() {
+    let Some(redis) = support::redis("a_leaked_pool_connection_is_reported_once").await else {
+        return;
+    };
+    let (capture, _guard) = Capture::install();
+    let pool = RedisPoolBuilder::new(&redis.url)
+        .max_connections(2)
+        .leak_threshold(Duration::from_millis(300))
+        .build_pool()
+        .await
+        .unwrap();
+
+    let returned = pool.get().await.unwrap();
+    drop(returned);
+    let line = line!() + 1;
+    let mut held = pool.get().await.unwrap();
+    let () = redis::cmd("PING").query_async(&mut held).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    let location = format!("{}:{line}", file!());
+    let reports = capture.warnings_containing("leak threshold");
+    assert_eq!(reports.len(), 1, "{:?}", capture.events());
+    assert!(reports[0].text.contains(&location), "{}", reports[0].text);
+    assert!(reports[0].text.contains("held_ms="), "{}", reports[0].text);
+    assert!(
+        reports[0].text.contains("as soon as the commands are done"),
+        "{}",
+        reports[0].text
+    );
+    assert_eq!(pool.stats().leaks_reported, 1);
+
+    // Reported once, however long it is held.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(capture.warnings_containing("leak threshold").len(), 1);
+    assert_eq!(pool.stats().leaks_reported, 1);
+    drop(held);
+
+    // Without a threshold nothing is watched.
+    let unwatched = RedisPoolBuilder::new(&redis.url)
+        .max_connections(1)
+        .leak_threshold(None)
+        .build_pool()
+        .await
+        .unwrap();
+    let held = unwatched.get().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(unwatched.stats().leaks_reported, 0);
+    assert_eq!(capture.warnings_containing("leak threshold").len(), 1);
+    drop(held);
+}
+
+#[tokio::test]
+async fn connections_past_their_lifetime_are_replaced_on_return_and_on_checkout() {
+    let Some(redis) = support::redis("connections_past_their_lifetime_are_replaced").await else {
+        return;
+    };
+    // Every connection lives between 270 and 330 ms.
+    let pool = RedisPoolBuilder::new(&redis.url)
+        .max_connections(1)
+        .max_lifetime(Duration::from_millis(300))
+        .build_pool()
+        .await
+        .unwrap();
+
+    // Returned past its lifetime: closed at once.
+    let mut conn = pool.get().await.unwrap();
+    let first = client_id(&mut conn).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    drop(conn);
+    assert_eq!(pool.stats().size, 0, "{:?}", pool.stats());
+
+    // Returned young, then left idle past its lifetime: replaced at the next checkout.
+    let mut conn = pool.get().await.unwrap();
+    let second = client_id(&mut conn).await;
+    assert_ne!(second, first);
+    drop(conn);
+    let mut conn = pool.get().await.unwrap();
+    assert_eq!(
+        client_id(&mut conn).await,
+        second,
+        "a young connection is reused"
+    );
+    drop(conn);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let mut conn = pool.get().await.unwrap();
+    let third = client_id(&mut conn).await;
+    assert_ne!(third, second);
+    assert_eq!(pool.stats().acquire_timeouts, 0);
+}
+
+#[tokio::test]
+async fn connections_opened_together_are_not_all_retired_together() {
+    let Some(redis) = support::redis("connections_opened_together_are_not_all_retired").await
+    else {
+        return;
+    };
+    const N: usize = 16;
+    let lifetime = Duration::from_secs(2);
+    let pool = RedisPoolBuilder::new(&redis.url)
+        .max_connections(N as u32)
+        .max_lifetime(lifetime)
+        .build_pool()
+        .await
+        .unwrap();
+
+    // Open N connections at once.
+    let opened = Instant::now();
+    let mut held = Vec::new();
+    for _ in 0..N {
+        held.push(pool.get().await.unwrap());
+    }
+    let mut original = HashSet::new();
+    for conn in &mut held {
+        original.insert(client_id(conn).await);
+    }
+    assert_eq!(original.len(), N);
+    held.clear();
+
+    // Halfway through the window (1.8 s to 2.2 s), some have outlived their lifetime and
+    // some have not.
+    tokio::time::sleep_until((opened + lifetime).into()).await;
+    for _ in 0..N {
+        held.push(pool.get().await.unwrap());
+    }
+    let mut survivors = 0;
+    for conn in &mut held {
+        if original.contains(&client_id(conn).await) {
+            survivors += 1;
+        }
+    }
+    assert!(
+        opened.elapsed() < lifetime + Duration::from_millis(150),
+        "the checkouts took too long for the test to mean anything"
+    );
+    assert!(
+        (1..N).contains(&survivors),
+        "{survivors} of {N} connections outlived the middle of the window: lifetimes are not spread"
+    );
+
+    // Past the window, none is left.
+    tokio::time::sleep_until((opened + lifetime.mul_f64(1.15)).into()).await;
+    held.clear();
+    for _ in 0..N {
+        held.push(pool.get().await.unwrap());
+    }
+    for conn in &mut held {
+        assert!(!original.contains(&client_id(conn).await));
+    }
 }

@@ -70,6 +70,8 @@
 
 mod error;
 mod stats;
+#[cfg(any(feature = "postgres", feature = "sqlite", feature = "redis"))]
+mod watch;
 
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 mod sql;

@@ -64,7 +64,7 @@ impl AcquireStats {
     }
 
     /// Records a connection reported as leaked.
-    #[cfg(any(feature = "postgres", feature = "sqlite"))]
+    #[cfg(any(feature = "postgres", feature = "sqlite", feature = "redis"))]
     pub(crate) fn leaked(&self) {
         self.leaks.fetch_add(1, Relaxed);
     }
@@ -107,14 +107,14 @@ mod tests {
             stats.acquired(Duration::from_millis(ms));
         }
         stats.timed_out();
-        #[cfg(any(feature = "postgres", feature = "sqlite"))]
+        #[cfg(any(feature = "postgres", feature = "sqlite", feature = "redis"))]
         stats.leaked();
         let snapshot = stats.snapshot(8, 2, 10, 5);
         assert_eq!(snapshot.in_use, 6);
         assert!((snapshot.utilisation - 0.6).abs() < 1e-9);
         assert_eq!(snapshot.acquires, 100);
         assert_eq!(snapshot.acquire_timeouts, 1);
-        #[cfg(any(feature = "postgres", feature = "sqlite"))]
+        #[cfg(any(feature = "postgres", feature = "sqlite", feature = "redis"))]
         assert_eq!(snapshot.leaks_reported, 1);
         assert!((snapshot.acquire_p50_ms - 50.0).abs() <= 50.0 / 64.0);
         assert_eq!(snapshot.acquire_max_ms, 100.0);

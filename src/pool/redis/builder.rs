@@ -3,9 +3,9 @@ use std::{fmt, time::Duration};
 use ::redis::{AsyncConnectionConfig, Client, aio::ConnectionManagerConfig};
 
 use super::{
-    connection::{LastConnectError, RedisManager},
+    connection::{LastConnectError, ManagerSettings, RedisManager},
     handle::RedisHandle,
-    pool::RedisPool,
+    pool::{PoolSettings, RedisPool},
 };
 use crate::pool::{Error, Result, redact_url};
 
@@ -14,6 +14,7 @@ const DEFAULT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
+const DEFAULT_LEAK_THRESHOLD: Duration = Duration::from_secs(60);
 const DEFAULT_RECONNECT_RETRIES: usize = 2;
 /// First pause between two reconnect attempts of a [`RedisHandle`]; it doubles (with jitter)
 /// on each further attempt.
@@ -65,6 +66,7 @@ pub struct RedisPoolBuilder {
     response_timeout: Option<Duration>,
     idle_timeout: Option<Duration>,
     max_lifetime: Option<Duration>,
+    leak_threshold: Option<Duration>,
     pre_ping: bool,
     reconnect_retries: usize,
 }
@@ -79,6 +81,7 @@ impl fmt::Debug for RedisPoolBuilder {
             .field("response_timeout", &self.response_timeout)
             .field("idle_timeout", &self.idle_timeout)
             .field("max_lifetime", &self.max_lifetime)
+            .field("leak_threshold", &self.leak_threshold)
             .field("pre_ping", &self.pre_ping)
             .field("reconnect_retries", &self.reconnect_retries)
             .finish()
@@ -99,6 +102,7 @@ impl RedisPoolBuilder {
             response_timeout: Some(DEFAULT_RESPONSE_TIMEOUT),
             idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
             max_lifetime: Some(DEFAULT_MAX_LIFETIME),
+            leak_threshold: Some(DEFAULT_LEAK_THRESHOLD),
             pre_ping: false,
             reconnect_retries: DEFAULT_RECONNECT_RETRIES,
         }
@@ -186,8 +190,15 @@ impl RedisPoolBuilder {
         self
     }
 
-    /// How long a [`RedisPool`] connection lives before it is closed and replaced (bb8's
-    /// `max_lifetime`, the recycle age). `None` keeps connections for ever.
+    /// How long a [`RedisPool`] connection lives before it is closed and replaced (the
+    /// recycle age). `None` keeps connections for ever.
+    ///
+    /// Each connection draws its own lifetime, between 90 % and 110 % of this, when it is
+    /// opened, so that connections opened together (at start-up, after an outage) are not
+    /// all replaced at the same moment. A connection past its lifetime is closed when it is
+    /// returned to the pool, or when a checkout finds it idle (a check on the clock, no round
+    /// trip); bb8's own `max_lifetime`, set to the upper bound (110 %), closes any that sit
+    /// idle beyond it.
     ///
     /// Defaults to 30 minutes. Zero is refused when building.
     pub fn max_lifetime(mut self, lifetime: impl Into<Option<Duration>>) -> Self {
@@ -195,8 +206,23 @@ impl RedisPoolBuilder {
         self
     }
 
+    /// Reports, once at WARN, a [`RedisPool`] connection held longer than this, with the
+    /// place it was checked out (`file:line` of the [`RedisPool::get`] call) and how long it
+    /// has been held, and counts it in
+    /// [`PoolStats::leaks_reported`](crate::pool::PoolStats::leaks_reported); `None` turns
+    /// the check off. The check runs in the pool's background task.
+    ///
+    /// A worker that holds one connection for good, looping on `BLPOP`, is reported too:
+    /// give such workers a pool with the check off.
+    ///
+    /// Defaults to 60 seconds. Zero is refused when building.
+    pub fn leak_threshold(mut self, threshold: impl Into<Option<Duration>>) -> Self {
+        self.leak_threshold = threshold.into();
+        self
+    }
+
     /// Whether [`RedisPool::get`] sends a `PING` on each connection before handing it out
-    /// (bb8's `test_on_check_out`), replacing connections that do not answer.
+    /// (in bb8's `is_valid` check on checkout), replacing connections that do not answer.
     ///
     /// Defaults to `false`: the check costs a round trip on every checkout (it roughly halves
     /// throughput, see `benches/redis_pool.rs`), and a pooled connection that failed with a
@@ -278,7 +304,7 @@ impl RedisPoolBuilder {
             .await
             .map_err(connect_error)?;
         let pool = self
-            .pool_builder(last_error.clone())
+            .pool_builder(&manager, last_error.clone())
             .build(manager)
             .await
             .map_err(connect_error)?;
@@ -301,7 +327,7 @@ impl RedisPoolBuilder {
         let client = self.client()?;
         let (manager, last_error) = self.manager(client.clone());
         let pool = self
-            .pool_builder(last_error.clone())
+            .pool_builder(&manager, last_error.clone())
             .build_unchecked(manager);
         Ok(self.into_pool(pool, client, last_error))
     }
@@ -332,6 +358,7 @@ impl RedisPoolBuilder {
             ("response_timeout", self.response_timeout),
             ("idle_timeout", self.idle_timeout),
             ("max_lifetime", self.max_lifetime),
+            ("leak_threshold", self.leak_threshold),
         ];
         for (name, duration) in durations {
             if duration == Some(Duration::ZERO) {
@@ -368,17 +395,32 @@ impl RedisPoolBuilder {
             .set_connection_timeout(Some(self.connection_timeout))
             .set_response_timeout(self.response_timeout);
         let last_error = LastConnectError::new(redact_url(&self.url));
-        let manager = RedisManager::new(client, config, self.response_timeout, last_error.clone());
+        let manager = RedisManager::new(
+            client,
+            ManagerSettings {
+                config,
+                response_timeout: self.response_timeout,
+                last_error: last_error.clone(),
+                max_lifetime: self.max_lifetime,
+                pre_ping: self.pre_ping,
+            },
+        );
         (manager, last_error)
     }
 
-    fn pool_builder(&self, last_error: LastConnectError) -> bb8::Builder<RedisManager> {
+    fn pool_builder(
+        &self,
+        manager: &RedisManager,
+        last_error: LastConnectError,
+    ) -> bb8::Builder<RedisManager> {
         bb8::Pool::builder()
             .max_size(self.max_connections)
             .min_idle(self.min_idle)
-            .test_on_check_out(self.pre_ping)
+            // Cheap without pre-ping: the manager then only compares the connection's
+            // lifetime with the clock.
+            .test_on_check_out(manager.checks_on_checkout())
             .idle_timeout(self.idle_timeout)
-            .max_lifetime(self.max_lifetime)
+            .max_lifetime(manager.lifetime_upper_bound())
             .connection_timeout(self.connection_timeout)
             .error_sink(Box::new(last_error))
     }
@@ -392,11 +434,14 @@ impl RedisPoolBuilder {
         RedisPool::new(
             pool,
             client,
-            redact_url(&self.url),
-            self.max_connections,
-            self.min_idle.unwrap_or(0),
-            self.connection_timeout,
-            last_error,
+            PoolSettings {
+                url: redact_url(&self.url),
+                max: self.max_connections,
+                min: self.min_idle.unwrap_or(0),
+                connection_timeout: self.connection_timeout,
+                leak_threshold: self.leak_threshold,
+                last_error,
+            },
         )
     }
 }
@@ -447,11 +492,15 @@ mod tests {
         );
         assert!(config_error(base().idle_timeout(Duration::ZERO)).contains("idle_timeout is zero"));
         assert!(config_error(base().max_lifetime(Duration::ZERO)).contains("max_lifetime is zero"));
+        assert!(
+            config_error(base().leak_threshold(Duration::ZERO)).contains("leak_threshold is zero")
+        );
         // `None` means no limit and is accepted.
         base()
             .response_timeout(None)
             .idle_timeout(None)
             .max_lifetime(None)
+            .leak_threshold(None)
             .build_pool_lazy()
             .unwrap();
     }
@@ -484,6 +533,7 @@ mod tests {
         assert_eq!(builder.response_timeout, Some(Duration::from_secs(5)));
         assert_eq!(builder.idle_timeout, Some(Duration::from_secs(600)));
         assert_eq!(builder.max_lifetime, Some(Duration::from_secs(1800)));
+        assert_eq!(builder.leak_threshold, Some(Duration::from_secs(60)));
         assert!(!builder.pre_ping);
         assert_eq!(builder.min_idle, None);
         assert_eq!(builder.reconnect_retries, 2);

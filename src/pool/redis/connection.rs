@@ -1,7 +1,7 @@
 use std::{
     fmt,
     sync::{Arc, Mutex, PoisonError},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use ::redis::{
@@ -9,6 +9,12 @@ use ::redis::{
     RedisResult, Value,
     aio::{ConnectionLike, MultiplexedConnection},
 };
+
+use super::lifetime::Lifetimes;
+
+/// What [`RedisManager::is_valid`](bb8::ManageConnection::is_valid) answers for a connection
+/// past its lifetime; it is no connect error, so the error sink ignores it.
+const RETIRED: &str = "pooled connection retired at the end of its lifetime";
 
 /// The last error the pool saw while opening or checking a connection.
 ///
@@ -69,6 +75,9 @@ impl fmt::Debug for LastConnectError {
 
 impl bb8::ErrorSink<RedisError> for LastConnectError {
     fn sink(&self, error: RedisError) {
+        if is_retirement(&error) {
+            return;
+        }
         let message = error.to_string();
         let mut slot = self.slot();
         // bb8 retries a failing connect every few hundred milliseconds: log a new error once,
@@ -86,11 +95,18 @@ impl bb8::ErrorSink<RedisError> for LastConnectError {
     }
 }
 
+/// Whether `error` is the answer of `is_valid` for a connection past its lifetime.
+fn is_retirement(error: &RedisError) -> bool {
+    matches!(error.kind(), ErrorKind::Client) && error.to_string().starts_with(RETIRED)
+}
+
 /// The bb8 connection manager behind a [`RedisPool`](super::RedisPool).
 ///
-/// It opens [`RedisConnection`]s with the builder's connection and response timeouts, checks
-/// them with `PING` when [`pre_ping`](super::RedisPoolBuilder::pre_ping) is on, and tells
-/// bb8 to close, rather than reuse, a connection left in a state the next task must not
+/// It opens [`RedisConnection`]s with the builder's connection and response timeouts, gives
+/// each its own lifetime within ±10 % of
+/// [`max_lifetime`](super::RedisPoolBuilder::max_lifetime), checks them with `PING` when
+/// [`pre_ping`](super::RedisPoolBuilder::pre_ping) is on, and tells bb8 to close, rather
+/// than reuse, a connection past its lifetime or left in a state the next task must not
 /// inherit (see [`RedisConnection`]). It is built by
 /// [`RedisPoolBuilder`](super::RedisPoolBuilder) and appears only as the type parameter of
 /// [`RedisPool::inner`](super::RedisPool::inner).
@@ -99,21 +115,42 @@ pub struct RedisManager {
     config: AsyncConnectionConfig,
     response_timeout: Option<Duration>,
     last_error: LastConnectError,
+    /// `None`: connections live for ever.
+    lifetimes: Option<Lifetimes>,
+    pre_ping: bool,
+}
+
+/// What a [`RedisManager`] is built with, besides its client.
+pub(super) struct ManagerSettings {
+    pub(super) config: AsyncConnectionConfig,
+    pub(super) response_timeout: Option<Duration>,
+    pub(super) last_error: LastConnectError,
+    pub(super) max_lifetime: Option<Duration>,
+    pub(super) pre_ping: bool,
 }
 
 impl RedisManager {
-    pub(crate) fn new(
-        client: Client,
-        config: AsyncConnectionConfig,
-        response_timeout: Option<Duration>,
-        last_error: LastConnectError,
-    ) -> Self {
+    pub(super) fn new(client: Client, settings: ManagerSettings) -> Self {
         Self {
             client,
-            config,
-            response_timeout,
-            last_error,
+            config: settings.config,
+            response_timeout: settings.response_timeout,
+            last_error: settings.last_error,
+            lifetimes: settings.max_lifetime.map(Lifetimes::new),
+            pre_ping: settings.pre_ping,
         }
+    }
+
+    /// The longest any connection lives (bb8's own `max_lifetime`, which backs the
+    /// per-connection lifetimes up); `None` when connections live for ever.
+    pub(super) fn lifetime_upper_bound(&self) -> Option<Duration> {
+        self.lifetimes.as_ref().map(Lifetimes::upper_bound)
+    }
+
+    /// Whether bb8 must call `is_valid` on every checkout: to ping, or to retire
+    /// connections that outlived their lifetime while idle.
+    pub(super) fn checks_on_checkout(&self) -> bool {
+        self.pre_ping || self.lifetimes.is_some()
     }
 }
 
@@ -122,6 +159,11 @@ impl fmt::Debug for RedisManager {
         f.debug_struct("RedisManager")
             .field("url", &self.last_error.inner.url)
             .field("response_timeout", &self.response_timeout)
+            .field(
+                "max_lifetime",
+                &self.lifetimes.as_ref().map(|l| l.upper_bound()),
+            )
+            .field("pre_ping", &self.pre_ping)
             .finish_non_exhaustive()
     }
 }
@@ -136,10 +178,25 @@ impl bb8::ManageConnection for RedisManager {
             .get_multiplexed_async_connection_with_config(&self.config)
             .await?;
         self.last_error.clear();
-        Ok(RedisConnection::new(conn, self.response_timeout))
+        let retire_at = self
+            .lifetimes
+            .as_ref()
+            .and_then(|lifetimes| Instant::now().checked_add(lifetimes.draw()));
+        Ok(RedisConnection::new(conn, self.response_timeout, retire_at))
     }
 
     async fn is_valid(&self, conn: &mut RedisConnection) -> Result<(), RedisError> {
+        // Decided without a round trip: the connection sat idle past its lifetime.
+        if conn.outlived(Instant::now()) {
+            tracing::debug!(
+                url = %self.last_error.inner.url,
+                "retiring a pooled Redis connection past its lifetime"
+            );
+            return Err((ErrorKind::Client, RETIRED).into());
+        }
+        if !self.pre_ping {
+            return Ok(());
+        }
         let reply: String = ::redis::cmd("PING").query_async(conn).await?;
         if reply == "PONG" {
             Ok(())
@@ -149,6 +206,13 @@ impl bb8::ManageConnection for RedisManager {
     }
 
     fn has_broken(&self, conn: &mut RedisConnection) -> bool {
+        if conn.outlived(Instant::now()) {
+            tracing::debug!(
+                url = %self.last_error.inner.url,
+                "retiring a pooled Redis connection past its lifetime"
+            );
+            return true;
+        }
         !conn.recycle()
     }
 }
@@ -170,12 +234,17 @@ impl bb8::ManageConnection for RedisManager {
 ///   `READWRITE`, `MONITOR`, `SUBSCRIBE` and its variants, `CLIENT REPLY`, `CLIENT TRACKING`,
 ///   `CLIENT SETNAME` and the like.
 ///
+/// It is also closed when it is returned, or found idle, past its own lifetime (see
+/// [`max_lifetime`](super::RedisPoolBuilder::max_lifetime)).
+///
 /// Closing costs one reconnect; serving the next task a connection in a foreign state costs
 /// wrong answers.
 pub struct RedisConnection {
     conn: MultiplexedConnection,
     default_timeout: Option<Duration>,
     state: State,
+    /// When the pool closes it instead of reusing it; `None`: never.
+    retire_at: Option<Instant>,
 }
 
 /// What commands left on the connection.
@@ -267,12 +336,22 @@ fn breaks_connection(error: &RedisError) -> bool {
 }
 
 impl RedisConnection {
-    fn new(conn: MultiplexedConnection, default_timeout: Option<Duration>) -> Self {
+    fn new(
+        conn: MultiplexedConnection,
+        default_timeout: Option<Duration>,
+        retire_at: Option<Instant>,
+    ) -> Self {
         Self {
             conn,
             default_timeout,
             state: State::default(),
+            retire_at,
         }
+    }
+
+    /// Whether the connection has lived past its own lifetime at `now`.
+    fn outlived(&self, now: Instant) -> bool {
+        self.retire_at.is_some_and(|at| now >= at)
     }
 
     /// Changes how long commands on this connection wait for their reply, until it goes back
@@ -474,5 +553,17 @@ mod tests {
         );
         last.clear();
         assert_eq!(last.get(), None);
+    }
+
+    #[test]
+    fn retiring_a_connection_is_not_a_connect_error() {
+        use bb8::ErrorSink;
+        let last = LastConnectError::new("redis://127.0.0.1:1".into());
+        let retired = RedisError::from((ErrorKind::Client, RETIRED));
+        assert!(is_retirement(&retired));
+        last.sink(retired);
+        assert_eq!(last.get(), None);
+        let other = RedisError::from((ErrorKind::Client, "PING was not answered with PONG"));
+        assert!(!is_retirement(&other));
     }
 }

@@ -29,6 +29,7 @@
 mod builder;
 mod connection;
 mod handle;
+mod lifetime;
 mod pool;
 
 pub use self::{

@@ -1,6 +1,8 @@
 use std::{
     fmt,
+    future::Future,
     ops::{Deref, DerefMut},
+    panic::Location,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -11,7 +13,10 @@ use ::redis::{
 };
 
 use super::connection::{LastConnectError, RedisConnection, RedisManager};
-use crate::pool::{AcquireStats, Error, PoolStats, Result};
+use crate::pool::{
+    AcquireStats, Error, PoolStats, Result,
+    watch::{self, CheckoutGuard, Checkouts, Watched},
+};
 
 /// A bb8 pool of Redis connections, each held by one task at a time.
 ///
@@ -28,6 +33,12 @@ use crate::pool::{AcquireStats, Error, PoolStats, Result};
 /// [`get`](Self::get) measures how long each checkout waited, counts the ones that timed out,
 /// and turns bb8's bare timeout into an [`Error::AcquireTimeout`] that says why: every
 /// connection was in use, or the server refused new ones, with the error it gave.
+///
+/// Each pool runs a small background task (it ends with the pool's last handle) that logs at
+/// WARN when utilisation stays above 80 % for 10 seconds (at most once a minute), and when a
+/// connection is held longer than the
+/// [`leak_threshold`](super::RedisPoolBuilder::leak_threshold), naming the `file:line` of the
+/// `get` that checked it out.
 ///
 /// # Example
 ///
@@ -59,11 +70,12 @@ use crate::pool::{AcquireStats, Error, PoolStats, Result};
 /// ```
 #[derive(Clone)]
 pub struct RedisPool {
-    pool: bb8::Pool<RedisManager>,
     shared: Arc<Shared>,
 }
 
+/// What every handle of one pool shares, and what its background watch looks at.
 struct Shared {
+    pool: bb8::Pool<RedisManager>,
     client: Client,
     url: String,
     max: u32,
@@ -71,34 +83,52 @@ struct Shared {
     connection_timeout: Duration,
     last_error: LastConnectError,
     stats: AcquireStats,
+    /// `None` when leak detection is off.
+    checkouts: Option<Arc<Checkouts>>,
+    leak_threshold: Option<Duration>,
+}
+
+/// What the builder hands to [`RedisPool::new`].
+pub(super) struct PoolSettings {
+    pub(super) url: String,
+    pub(super) max: u32,
+    pub(super) min: u32,
+    pub(super) connection_timeout: Duration,
+    pub(super) leak_threshold: Option<Duration>,
+    pub(super) last_error: LastConnectError,
 }
 
 impl RedisPool {
-    pub(crate) fn new(
+    /// The pool over `pool`, with its background watch spawned on the current runtime.
+    pub(super) fn new(
         pool: bb8::Pool<RedisManager>,
         client: Client,
-        url: String,
-        max: u32,
-        min: u32,
-        connection_timeout: Duration,
-        last_error: LastConnectError,
+        settings: PoolSettings,
     ) -> Self {
-        Self {
+        let shared = Arc::new(Shared {
             pool,
-            shared: Arc::new(Shared {
-                client,
-                url,
-                max,
-                min,
-                connection_timeout,
-                last_error,
-                stats: AcquireStats::default(),
-            }),
-        }
+            client,
+            url: settings.url,
+            max: settings.max,
+            min: settings.min,
+            connection_timeout: settings.connection_timeout,
+            last_error: settings.last_error,
+            stats: AcquireStats::default(),
+            checkouts: settings
+                .leak_threshold
+                .map(|_| Arc::new(Checkouts::new(settings.max))),
+            leak_threshold: settings.leak_threshold,
+        });
+        watch::spawn(&shared);
+        Self { shared }
     }
 
     /// Checks a connection out of the pool, opening one if none is idle and the pool is not
     /// full, or waiting for one to come back. It returns to the pool when dropped.
+    ///
+    /// Records how long the wait took, and where it was called from: a connection held
+    /// longer than the [`leak_threshold`](super::RedisPoolBuilder::leak_threshold) is
+    /// reported with that `file:line`.
     ///
     /// # Errors
     ///
@@ -106,47 +136,43 @@ impl RedisPool {
     /// [`connection_timeout`](super::RedisPoolBuilder::connection_timeout); its `cause` reads
     /// `all N connections are in use`, or `last connect error: ...` with the error the
     /// server gave when the pool tried to open one.
-    pub async fn get(&self) -> Result<PooledRedisConnection> {
-        let started = Instant::now();
-        match self.pool.get_owned().await {
-            Ok(conn) => {
-                self.shared.stats.acquired(started.elapsed());
-                Ok(PooledRedisConnection { conn })
+    #[track_caller]
+    pub fn get(&self) -> impl Future<Output = Result<PooledRedisConnection>> + Send + use<> {
+        let location = Location::caller();
+        let shared = Arc::clone(&self.shared);
+        async move {
+            let started = Instant::now();
+            match shared.pool.get_owned().await {
+                Ok(conn) => {
+                    let now = Instant::now();
+                    shared.stats.acquired(now - started);
+                    let checkout = shared
+                        .checkouts
+                        .as_ref()
+                        .map(|checkouts| checkouts.insert(location, now));
+                    Ok(PooledRedisConnection {
+                        _checkout: checkout,
+                        conn,
+                    })
+                }
+                Err(bb8::RunError::User(error)) => Err(Error::Redis(error)),
+                Err(bb8::RunError::TimedOut) => {
+                    let waited = started.elapsed();
+                    shared.stats.timed_out();
+                    let cause = shared.timeout_cause();
+                    tracing::warn!(
+                        url = %shared.url,
+                        waited_ms = waited.as_millis() as u64,
+                        cause = %cause,
+                        "timed out waiting for a Redis pool connection"
+                    );
+                    Err(Error::AcquireTimeout {
+                        url: shared.url.clone(),
+                        waited,
+                        cause,
+                    })
+                }
             }
-            Err(bb8::RunError::User(error)) => Err(Error::Redis(error)),
-            Err(bb8::RunError::TimedOut) => {
-                let waited = started.elapsed();
-                self.shared.stats.timed_out();
-                let cause = self.timeout_cause();
-                tracing::warn!(
-                    url = %self.shared.url,
-                    waited_ms = waited.as_millis() as u64,
-                    cause = %cause,
-                    "timed out waiting for a Redis pool connection"
-                );
-                Err(Error::AcquireTimeout {
-                    url: self.shared.url.clone(),
-                    waited,
-                    cause,
-                })
-            }
-        }
-    }
-
-    /// Why a checkout found no connection.
-    fn timeout_cause(&self) -> String {
-        let state = self.pool.state();
-        let max = self.shared.max;
-        if state.connections >= max && state.idle_connections == 0 {
-            return format!("all {max} connections are in use");
-        }
-        match self.shared.last_error.get() {
-            Some(error) => format!("last connect error: {error}"),
-            None => format!(
-                "{} of {max} connections are open and busy, and no new one opened in time \
-                 (no connect error was reported)",
-                state.connections
-            ),
         }
     }
 
@@ -172,13 +198,7 @@ impl RedisPool {
     /// [`get`](Self::get). `max` is [`max_connections`](super::RedisPoolBuilder::max_connections)
     /// and `min` is [`min_idle`](super::RedisPoolBuilder::min_idle) (0 when unset).
     pub fn stats(&self) -> PoolStats {
-        let state = self.pool.state();
-        self.shared.stats.snapshot(
-            state.connections,
-            state.idle_connections,
-            self.shared.max,
-            self.shared.min,
-        )
+        self.shared.sizes()
     }
 
     /// The server's URL, without its password.
@@ -190,13 +210,70 @@ impl RedisPool {
     /// own statistics, `dedicated_connection()`). Checkouts made on it directly are not
     /// counted in [`stats`](Self::stats) and time out with bb8's bare error.
     pub fn inner(&self) -> &bb8::Pool<RedisManager> {
-        &self.pool
+        &self.shared.pool
+    }
+}
+
+impl Shared {
+    /// Why a checkout found no connection.
+    fn timeout_cause(&self) -> String {
+        let state = self.pool.state();
+        let max = self.max;
+        if state.connections >= max && state.idle_connections == 0 {
+            return format!("all {max} connections are in use");
+        }
+        match self.last_error.get() {
+            Some(error) => format!("last connect error: {error}"),
+            None => format!(
+                "{} of {max} connections are open and busy, and no new one opened in time \
+                 (no connect error was reported)",
+                state.connections
+            ),
+        }
+    }
+}
+
+impl Watched for Shared {
+    const WORK: &'static str = "commands";
+    const SIZE_SETTINGS: &'static str = "max_connections (REDIS_MAX_CONNECTIONS)";
+
+    fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn utilisation(&self) -> f64 {
+        let state = self.pool.state();
+        let in_use = state.connections.saturating_sub(state.idle_connections);
+        f64::from(in_use) / f64::from(self.max.max(1))
+    }
+
+    fn sizes(&self) -> PoolStats {
+        let state = self.pool.state();
+        self.stats.snapshot(
+            state.connections,
+            state.idle_connections.min(state.connections),
+            self.max,
+            self.min,
+        )
+    }
+
+    fn stats(&self) -> &AcquireStats {
+        &self.stats
+    }
+
+    fn leak_watch(&self) -> Option<(&Checkouts, Duration)> {
+        Some((self.checkouts.as_deref()?, self.leak_threshold?))
+    }
+
+    /// A bb8 pool is never closed: the watch ends with the last [`RedisPool`] handle.
+    fn is_closed(&self) -> bool {
+        false
     }
 }
 
 impl fmt::Debug for RedisPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = self.pool.state();
+        let state = self.shared.pool.state();
         f.debug_struct("RedisPool")
             .field("url", &self.shared.url)
             .field("connections", &state.connections)
@@ -229,6 +306,9 @@ impl fmt::Debug for RedisPool {
 /// # }
 /// ```
 pub struct PooledRedisConnection {
+    // Declared first so that it is dropped first: the slot is free before bb8 can hand the
+    // connection to someone else.
+    _checkout: Option<CheckoutGuard>,
     conn: bb8::PooledConnection<'static, RedisManager>,
 }
 

@@ -11,7 +11,6 @@ mod postgres;
 mod settings;
 #[cfg(feature = "sqlite")]
 mod sqlite;
-mod watch;
 
 use std::{
     fmt,
@@ -27,9 +26,11 @@ use sqlx::{ConnectOptions, Connection, Database, pool::PoolOptions};
 use self::{
     check::{AcquireCheck, Recycle},
     settings::Common,
-    watch::{CheckoutGuard, Checkouts},
 };
-use super::{AcquireStats, Error, PoolStats, Result};
+use super::{
+    AcquireStats, Error, PoolStats, Result,
+    watch::{self, CheckoutGuard, Checkouts, Watched},
+};
 
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
@@ -220,15 +221,20 @@ impl<DB: Database> SqlPool<DB> {
     }
 }
 
-impl<DB: Database> Shared<DB> {
-    /// Connections in use over the most the pool may open, without reading the counters.
+impl<DB: Database> Watched for Shared<DB> {
+    const WORK: &'static str = "queries";
+    const SIZE_SETTINGS: &'static str = "DB_POOL_SIZE / DB_MAX_OVERFLOW";
+
+    fn url(&self) -> &str {
+        &self.url
+    }
+
     fn utilisation(&self) -> f64 {
         let size = self.pool.size();
         let idle = u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX);
         f64::from(size.saturating_sub(idle)) / f64::from(self.max.max(1))
     }
 
-    /// The current sizes with the acquire counters.
     fn sizes(&self) -> PoolStats {
         let size = self.pool.size();
         let idle = u32::try_from(self.pool.num_idle())
@@ -237,6 +243,20 @@ impl<DB: Database> Shared<DB> {
         self.stats.snapshot(size, idle, self.max, self.min)
     }
 
+    fn stats(&self) -> &AcquireStats {
+        &self.stats
+    }
+
+    fn leak_watch(&self) -> Option<(&Checkouts, Duration)> {
+        Some((self.checkouts.as_deref()?, self.leak_threshold?))
+    }
+
+    fn is_closed(&self) -> bool {
+        self.pool.is_closed()
+    }
+}
+
+impl<DB: Database> Shared<DB> {
     /// Turns an error of sqlx's `acquire` into ours.
     async fn acquire_error(&self, error: sqlx::Error, waited: Duration) -> Error {
         match error {

@@ -1,4 +1,8 @@
-//! The pool's background watch: connections held too long, and utilisation that stays high.
+//! The background watch every pool runs: connections held too long, and utilisation that
+//! stays high.
+//!
+//! A pool hands its shared state to [`spawn`] through the [`Watched`] trait; the watch keeps
+//! only a weak reference and ends with the pool.
 
 use std::{
     panic::Location,
@@ -6,9 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sqlx::Database;
-
-use super::Shared;
+use super::{AcquireStats, PoolStats};
 
 /// Utilisation above which the pool counts as under pressure.
 const HIGH_UTILISATION: f64 = 0.8;
@@ -23,11 +25,11 @@ const MIN_PERIOD: Duration = Duration::from_millis(50);
 
 // ===== Checkouts =====
 
-/// Where and when each connection handed out by [`SqlPool::acquire`](super::SqlPool::acquire)
-/// was acquired.
+/// Where and when each connection handed out by a pool's acquire (`SqlPool::acquire`,
+/// `RedisPool::get`) was acquired.
 ///
-/// One slot per connection out, reused once it comes back: sqlx never lets more than
-/// `max_connections` be out at once, so the table stays that small.
+/// One slot per connection out, reused once it comes back: neither sqlx nor bb8 lets more
+/// than the pool's maximum be out at once, so the table stays that small.
 #[derive(Debug)]
 pub(super) struct Checkouts {
     slots: Mutex<Slots>,
@@ -186,6 +188,33 @@ impl UtilisationWatch {
 
 // ===== The task =====
 
+/// What the watch needs from a pool: its sizes, its checkouts and where to count leaks.
+pub(super) trait Watched: Send + Sync + 'static {
+    /// What the pool's connections run, for log messages: `queries`, `commands`.
+    const WORK: &'static str;
+    /// The settings that size the pool, for log messages.
+    const SIZE_SETTINGS: &'static str;
+
+    /// The URL the pool connects to, password removed.
+    fn url(&self) -> &str;
+
+    /// Connections in use over the most the pool may open, cheaply (no counters read).
+    fn utilisation(&self) -> f64;
+
+    /// The current sizes with the acquire counters.
+    fn sizes(&self) -> PoolStats;
+
+    /// The pool's acquire counters, where leaks are counted.
+    fn stats(&self) -> &AcquireStats;
+
+    /// The connections out, and how long one may be held before it is reported; `None` when
+    /// leak detection is off.
+    fn leak_watch(&self) -> Option<(&Checkouts, Duration)>;
+
+    /// Whether the pool was closed, which ends the watch.
+    fn is_closed(&self) -> bool;
+}
+
 /// How often the watch of a pool with this leak threshold runs: every second, or four
 /// times per threshold when that is shorter.
 fn period(leak_threshold: Option<Duration>) -> Duration {
@@ -194,13 +223,13 @@ fn period(leak_threshold: Option<Duration>) -> Duration {
         .unwrap_or(PERIOD)
 }
 
-/// Spawns the watch of `shared` on the current tokio runtime.
+/// Spawns the watch of `pool` on the current tokio runtime.
 ///
-/// The task holds only a weak reference and ends when the last [`SqlPool`](super::SqlPool)
-/// handle is dropped or the pool is closed.
-pub(super) fn spawn<DB: Database>(shared: &Arc<Shared<DB>>) {
-    let weak: Weak<Shared<DB>> = Arc::downgrade(shared);
-    let period = period(shared.leak_threshold);
+/// The task holds only a weak reference and ends when the last handle of the pool is
+/// dropped or the pool is closed.
+pub(super) fn spawn<W: Watched>(pool: &Arc<W>) {
+    let weak: Weak<W> = Arc::downgrade(pool);
+    let period = period(pool.leak_watch().map(|(_, threshold)| threshold));
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(period);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -209,46 +238,48 @@ pub(super) fn spawn<DB: Database>(shared: &Arc<Shared<DB>>) {
         let mut utilisation = UtilisationWatch::default();
         loop {
             ticks.tick().await;
-            let Some(shared) = weak.upgrade() else {
+            let Some(pool) = weak.upgrade() else {
                 return;
             };
-            if shared.pool.is_closed() {
+            if pool.is_closed() {
                 return;
             }
-            look(&shared, &mut utilisation, Instant::now());
+            look(&*pool, &mut utilisation, Instant::now());
         }
     });
 }
 
 /// One look at the pool: warn about pressure and about connections held too long.
-fn look<DB: Database>(shared: &Shared<DB>, utilisation: &mut UtilisationWatch, now: Instant) {
-    if let Some(high_for) = utilisation.observe(shared.utilisation(), now) {
-        let stats = shared.sizes();
+fn look<W: Watched>(pool: &W, utilisation: &mut UtilisationWatch, now: Instant) {
+    if let Some(high_for) = utilisation.observe(pool.utilisation(), now) {
+        let stats = pool.sizes();
         tracing::warn!(
-            url = %shared.url,
+            url = %pool.url(),
             in_use = stats.in_use,
             max = stats.max,
             utilisation = stats.utilisation,
             high_for_secs = high_for.as_secs(),
             "connection pool more than 80 % in use for {} s: requests will soon wait for \
-             connections; raise DB_POOL_SIZE / DB_MAX_OVERFLOW, or look for slow queries and \
-             connections held across slow work",
+             connections; raise {}, or look for slow {} and connections held across slow work",
             high_for.as_secs(),
+            W::SIZE_SETTINGS,
+            W::WORK,
         );
     }
-    if let (Some(checkouts), Some(threshold)) = (&shared.checkouts, shared.leak_threshold) {
+    if let Some((checkouts, threshold)) = pool.leak_watch() {
         for overdue in checkouts.overdue(now, threshold) {
-            shared.stats.leaked();
+            pool.stats().leaked();
             tracing::warn!(
-                url = %shared.url,
+                url = %pool.url(),
                 acquired_at = %overdue.location,
                 held_ms = u64::try_from(overdue.held.as_millis()).unwrap_or(u64::MAX),
                 threshold_ms = u64::try_from(threshold.as_millis()).unwrap_or(u64::MAX),
                 "connection acquired at {} held for {:.1} s, longer than the leak threshold \
-                 of {:.1} s: return it (drop it) as soon as the queries are done",
+                 of {:.1} s: return it (drop it) as soon as the {} are done",
                 overdue.location,
                 overdue.held.as_secs_f64(),
                 threshold.as_secs_f64(),
+                W::WORK,
             );
         }
     }
@@ -332,6 +363,59 @@ mod tests {
             assert_eq!(watch.observe(0.9, at(s)), None, "second {s}");
         }
         assert!(watch.observe(0.9, at(20)).is_some());
+    }
+
+    /// A pool of 4 connections, 3 of them out.
+    struct Fake {
+        stats: AcquireStats,
+        checkouts: Arc<Checkouts>,
+    }
+
+    impl Watched for Fake {
+        const WORK: &'static str = "commands";
+        const SIZE_SETTINGS: &'static str = "max_connections";
+
+        fn url(&self) -> &str {
+            "redis://127.0.0.1:6379"
+        }
+
+        fn utilisation(&self) -> f64 {
+            0.75
+        }
+
+        fn sizes(&self) -> PoolStats {
+            self.stats.snapshot(4, 1, 4, 0)
+        }
+
+        fn stats(&self) -> &AcquireStats {
+            &self.stats
+        }
+
+        fn leak_watch(&self) -> Option<(&Checkouts, Duration)> {
+            Some((&self.checkouts, Duration::from_secs(1)))
+        }
+
+        fn is_closed(&self) -> bool {
+            false
+        }
+    }
+
+    #[test]
+    fn each_overdue_connection_is_counted_once_whatever_the_pool() {
+        let pool = Fake {
+            stats: AcquireStats::default(),
+            checkouts: Arc::new(Checkouts::new(4)),
+        };
+        let start = Instant::now();
+        let _a = pool.checkouts.insert(Location::caller(), start);
+        let _b = pool.checkouts.insert(Location::caller(), start);
+        let mut utilisation = UtilisationWatch::default();
+        look(&pool, &mut utilisation, start + Duration::from_millis(500));
+        assert_eq!(pool.sizes().leaks_reported, 0);
+        look(&pool, &mut utilisation, start + Duration::from_secs(2));
+        assert_eq!(pool.sizes().leaks_reported, 2);
+        look(&pool, &mut utilisation, start + Duration::from_secs(3));
+        assert_eq!(pool.sizes().leaks_reported, 2);
     }
 
     #[test]
