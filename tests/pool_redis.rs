@@ -612,7 +612,8 @@ async fn connections_opened_together_are_not_all_retired_together() {
         return;
     };
     const N: usize = 16;
-    let lifetime = Duration::from_secs(2);
+    // Long enough that a loaded machine's scheduling delays are small against the window.
+    let lifetime = Duration::from_secs(6);
     let pool = RedisPoolBuilder::new(&redis.url)
         .max_connections(N as u32)
         .max_lifetime(lifetime)
@@ -633,7 +634,7 @@ async fn connections_opened_together_are_not_all_retired_together() {
     assert_eq!(original.len(), N);
     held.clear();
 
-    // Halfway through the window (1.8 s to 2.2 s), some have outlived their lifetime and
+    // Halfway through the window (5.4 s to 6.6 s), some have outlived their lifetime and
     // some have not.
     tokio::time::sleep_until((opened + lifetime).into()).await;
     for _ in 0..N {
@@ -646,7 +647,7 @@ async fn connections_opened_together_are_not_all_retired_together() {
         }
     }
     assert!(
-        opened.elapsed() < lifetime + Duration::from_millis(150),
+        opened.elapsed() < lifetime + Duration::from_millis(300),
         "the checkouts took too long for the test to mean anything"
     );
     assert!(
