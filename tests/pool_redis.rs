@@ -7,16 +7,12 @@ mod support;
 
 use std::{
     collections::HashSet,
-    fmt::Write as _,
-    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use perfkit::pool::{Error, RedisPoolBuilder};
 use redis::AsyncCommands;
-use support::RedisServer;
-use tracing::{Level, Subscriber, field::Field};
-use tracing_subscriber::{Layer, layer::SubscriberExt};
+use support::{RedisServer, capture::Capture};
 
 /// Slack for scheduling and connection set-up on a loaded test machine.
 const SLACK: Duration = Duration::from_millis(1500);
@@ -445,74 +441,6 @@ async fn pubsub_receives_what_the_handle_publishes() {
 }
 
 // ===== Leak reports and lifetimes =====
-
-/// One event a [`Capture`] saw.
-#[derive(Clone, Debug)]
-struct Captured {
-    level: Level,
-    /// The message, then `name=value` for every other field.
-    text: String,
-}
-
-/// A tracing layer that keeps every event, for tests that check what is logged.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<Captured>>>);
-
-impl Capture {
-    /// Captures the events of this thread until the guard is dropped. Use with a
-    /// current-thread runtime, so that spawned tasks log on this thread too.
-    fn install() -> (Self, tracing::subscriber::DefaultGuard) {
-        let capture = Self::default();
-        let subscriber = tracing_subscriber::registry().with(capture.clone());
-        (capture, tracing::subscriber::set_default(subscriber))
-    }
-
-    fn events(&self) -> Vec<Captured> {
-        self.0.lock().unwrap().clone()
-    }
-
-    fn warnings_containing(&self, needle: &str) -> Vec<Captured> {
-        self.events()
-            .into_iter()
-            .filter(|event| event.level == Level::WARN && event.text.contains(needle))
-            .collect()
-    }
-}
-
-struct Text(String);
-
-impl tracing::field::Visit for Text {
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        if field.name() == "message" {
-            let _ = write!(self.0, "{value:?} ");
-        } else {
-            let _ = write!(self.0, "{}={value:?} ", field.name());
-        }
-    }
-
-    fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "message" {
-            let _ = write!(self.0, "{value} ");
-        } else {
-            let _ = write!(self.0, "{}={value} ", field.name());
-        }
-    }
-}
-
-impl<S: Subscriber> Layer<S> for Capture {
-    fn on_event(
-        &self,
-        event: &tracing::Event<'_>,
-        _ctx: tracing_subscriber::layer::Context<'_, S>,
-    ) {
-        let mut text = Text(String::new());
-        event.record(&mut text);
-        self.0.lock().unwrap().push(Captured {
-            level: *event.metadata().level(),
-            text: text.0,
-        });
-    }
-}
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_leaked_pool_connection_is_reported_once_with_its_location() {

@@ -16,6 +16,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod capture;
+
 use std::fmt;
 use std::io::ErrorKind;
 use std::net::TcpListener;
