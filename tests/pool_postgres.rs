@@ -181,6 +181,54 @@ async fn acquire_against_a_refused_port_names_the_connect_error() {
 }
 
 #[tokio::test]
+async fn acquire_from_a_server_that_never_answers_ends_at_the_acquire_timeout() {
+    // A listener that accepts connections and never says a word, like a host whose
+    // database hangs: the cause probe must fit in the acquire timeout, not add to it.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accept = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let timeout = Duration::from_millis(500);
+    let pool = PgPoolBuilder::new(format!("postgres://perfkit:s3cret@127.0.0.1:{port}/test"))
+        .acquire_timeout(timeout)
+        .build_lazy()
+        .unwrap();
+
+    let started = Instant::now();
+    let err = pool.acquire().await.unwrap_err();
+    let waited = started.elapsed();
+    accept.abort();
+    assert!(
+        waited < timeout + Duration::from_millis(150),
+        "took {waited:?}: {err}"
+    );
+    assert!(matches!(err, Error::AcquireTimeout { .. }), "{err:?}");
+    assert!(!err.to_string().contains("s3cret"), "{err}");
+}
+
+#[tokio::test]
+async fn absurd_recycle_ages_and_query_passwords_are_handled() {
+    // "Never recycle" written as the largest duration must not panic at build.
+    let pool = PgPoolBuilder::new("postgres://perfkit@127.0.0.1:1/test?password=s3cret")
+        .recycle(Duration::from_secs(u64::MAX))
+        .build_lazy()
+        .unwrap();
+    assert_eq!(
+        pool.url(),
+        "postgres://perfkit@127.0.0.1:1/test?password=***"
+    );
+    let debug = format!(
+        "{:?}",
+        PgPoolBuilder::new("postgres://perfkit@db/test?password=s3cret")
+    );
+    assert!(!debug.contains("s3cret"), "{debug}");
+}
+
+#[tokio::test]
 async fn build_against_a_refused_port_fails_naming_the_url_without_password() {
     let err = PgPoolBuilder::new("postgres://perfkit:s3cret@127.0.0.1:1/test")
         .acquire_timeout(Duration::from_millis(300))

@@ -389,6 +389,41 @@ async fn watch_multi_exec_aborts_when_the_key_changes() {
 }
 
 #[tokio::test]
+async fn a_completed_transaction_keeps_its_connection() {
+    let Some(redis) = support::redis("a_completed_transaction_keeps_its_connection").await else {
+        return;
+    };
+    let pool = RedisPoolBuilder::new(&redis.url)
+        .max_connections(1)
+        .build_pool()
+        .await
+        .unwrap();
+    let key = redis.key("balance");
+
+    let mut conn = pool.get().await.unwrap();
+    let before = client_id(&mut conn).await;
+    let () = redis::cmd("WATCH")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let balance: Option<i64> = conn.get(&key).await.unwrap();
+    let committed: Option<()> = redis::pipe()
+        .atomic()
+        .set(&key, balance.unwrap_or(0) + 1)
+        .ignore()
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(committed.is_some(), "EXEC must commit");
+    drop(conn);
+
+    // EXEC ended both the transaction and the WATCH: the connection is clean and reused.
+    let mut conn = pool.get().await.unwrap();
+    assert_eq!(client_id(&mut conn).await, before);
+}
+
+#[tokio::test]
 async fn pool_with_pre_ping_serves_at_once_after_a_server_restart() {
     let Some(mut server) =
         RedisServer::start("pool_with_pre_ping_serves_at_once_after_a_server_restart").await

@@ -69,6 +69,7 @@
 //! URLs in errors and logs never carry a password.
 
 mod error;
+mod jitter;
 mod stats;
 #[cfg(any(feature = "postgres", feature = "sqlite", feature = "redis"))]
 mod watch;
@@ -100,28 +101,60 @@ pub(crate) use self::stats::AcquireStats;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// `url` with its password, if any, replaced by `***`, for logs and error messages.
+///
+/// Covers the password of the userinfo (even when it holds an unencoded `/`, `?`, `#` or
+/// `@`) and `password=` / `pass=` query parameters. Where a URL is ambiguous it errs
+/// towards hiding too much rather than too little.
 pub(crate) fn redact_url(url: &str) -> String {
+    let redacted = redact_userinfo(url);
+    redact_query_passwords(&redacted)
+}
+
+fn redact_userinfo(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
         return url.to_owned();
     };
-    let authority_start = scheme_end + 3;
-    let authority_end = url[authority_start..]
-        .find(['/', '?', '#'])
-        .map_or(url.len(), |i| authority_start + i);
-    let authority = &url[authority_start..authority_end];
-    let Some(at) = authority.rfind('@') else {
+    let start = scheme_end + 3;
+    let rest = &url[start..];
+    // The userinfo ends at the last `@` before the first `/` that follows an `@`: a
+    // password may hold unencoded `/` or `@`, a host never does.
+    let Some(first_at) = rest.find('@') else {
         return url.to_owned();
     };
-    let userinfo = &authority[..at];
+    let path = rest[first_at..]
+        .find('/')
+        .map_or(rest.len(), |i| first_at + i);
+    let at = rest[..path].rfind('@').unwrap_or(first_at);
+    let userinfo = &rest[..at];
     let Some(colon) = userinfo.find(':') else {
         return url.to_owned();
     };
-    format!(
-        "{}{}:***{}",
-        &url[..authority_start],
-        &userinfo[..colon],
-        &url[authority_start + at..]
-    )
+    format!("{}{}:***{}", &url[..start], &userinfo[..colon], &rest[at..])
+}
+
+fn redact_query_passwords(url: &str) -> String {
+    let Some(query_start) = url.find('?') else {
+        return url.to_owned();
+    };
+    let (head, query) = url.split_at(query_start + 1);
+    let (query, fragment) = match query.find('#') {
+        Some(i) => query.split_at(i),
+        None => (query, ""),
+    };
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _))
+                if ["password", "pass", "passwd"]
+                    .iter()
+                    .any(|secret| name.eq_ignore_ascii_case(secret)) =>
+            {
+                format!("{name}=***")
+            }
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{head}{}{fragment}", pairs.join("&"))
 }
 
 #[cfg(test)]
@@ -146,6 +179,26 @@ mod tests {
             ("sqlite://data.db?mode=rwc", "sqlite://data.db?mode=rwc"),
             ("not a url", "not a url"),
             ("postgres://a:b@c@host/db", "postgres://a:***@host/db"),
+            (
+                "postgres://app:se/cret@db:5432/app",
+                "postgres://app:***@db:5432/app",
+            ),
+            (
+                "postgres://app:s?cr#t@db:5432/app",
+                "postgres://app:***@db:5432/app",
+            ),
+            (
+                "postgres://app@db:5432/app?password=s3cret&sslmode=require",
+                "postgres://app@db:5432/app?password=***&sslmode=require",
+            ),
+            (
+                "redis+unix:///run/redis.sock?db=1&pass=s3cret",
+                "redis+unix:///run/redis.sock?db=1&pass=***",
+            ),
+            (
+                "postgres://app@db/app?application_name=a@b",
+                "postgres://app@db/app?application_name=a@b",
+            ),
         ];
         for (url, redacted) in cases {
             assert_eq!(redact_url(url), redacted, "{url}");

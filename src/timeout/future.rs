@@ -28,11 +28,16 @@ pin_project! {
 }
 
 impl<F> ResponseFuture<F> {
-    pub(super) fn new(inner: F, timeout: Option<Duration>, status: StatusCode) -> Self {
+    pub(super) fn new(
+        inner: F,
+        start: Instant,
+        timeout: Option<Duration>,
+        status: StatusCode,
+    ) -> Self {
         Self {
             inner: Some(inner),
             sleep: None,
-            start: Instant::now(),
+            start,
             timeout,
             status,
         }

@@ -105,6 +105,7 @@ impl<T> TimeoutLayer<T> {
     /// ```
     ///
     /// [`RouteTimeout`]: super::RouteTimeout
+    #[must_use]
     pub fn per_request<F>(self, f: F) -> TimeoutLayer<F> {
         TimeoutLayer {
             timeout: self.timeout,

@@ -5,6 +5,7 @@ use std::{
 };
 
 use http::{Request, Response, StatusCode};
+use tokio::time::Instant;
 use tower_service::Service;
 
 use super::{ResponseFuture, RouteTimeout, TimeoutFor, TimeoutLayer};
@@ -67,6 +68,8 @@ where
 
     #[inline]
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        // The deadline counts from here, so work the inner service does in `call` counts too.
+        let start = Instant::now();
         let timeout = match request.extensions().get::<RouteTimeout>() {
             Some(route) => route.duration(),
             None => Some(
@@ -75,6 +78,6 @@ where
                     .unwrap_or(self.timeout),
             ),
         };
-        ResponseFuture::new(self.inner.call(request), timeout, self.status)
+        ResponseFuture::new(self.inner.call(request), start, timeout, self.status)
     }
 }

@@ -388,3 +388,18 @@ fn layer_and_service_are_send_sync_and_clone() {
         .service_fn(|_req: Request<String>| sleepy(Duration::ZERO));
     assert_send(&service.oneshot(get_request("/")));
 }
+
+#[tokio::test]
+async fn time_spent_in_the_inner_call_counts_against_the_deadline() {
+    // The inner service blocks for 60 ms in `call` itself, then answers 20 ms later: with a
+    // 50 ms deadline counted from when the request entered the layer, it is too late.
+    let inner = tower::service_fn(|_req: Request<String>| {
+        std::thread::sleep(Duration::from_millis(60));
+        sleepy(Duration::from_millis(20))
+    });
+    let service = ServiceBuilder::new()
+        .layer(TimeoutLayer::new(Duration::from_millis(50)))
+        .service(inner);
+    let response = service.oneshot(get_request("/")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+}

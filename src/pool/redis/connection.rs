@@ -440,6 +440,13 @@ impl ConnectionLike for RedisConnection {
             for cmd in pipeline.cmd_iter() {
                 self.apply(cmd, result.is_ok());
             }
+            // An atomic pipeline wraps its commands in MULTI/EXEC only when it is encoded,
+            // so no EXEC passes through `apply`: once it ran, the transaction and any WATCH
+            // before it are over.
+            if pipeline.is_transaction() && result.is_ok() {
+                self.state.in_transaction = false;
+                self.state.watching = false;
+            }
             result
         })
     }

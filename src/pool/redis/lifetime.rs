@@ -7,9 +7,6 @@ use std::{
     time::Duration,
 };
 
-/// How far a connection's own lifetime may stray from the configured `max_lifetime`.
-const JITTER: f64 = 0.10;
-
 /// Draws the lifetime of each new connection, between 90 % and 110 % of the configured one.
 ///
 /// Each draw hashes a counter with a key chosen at random for the pool, so pools started
@@ -33,21 +30,14 @@ impl Lifetimes {
 
     /// The longest lifetime any connection draws.
     pub(super) fn upper_bound(&self) -> Duration {
-        scale(self.lifetime, 1.0 + JITTER)
+        crate::pool::jitter::upper_bound(self.lifetime)
     }
 
     /// The lifetime of the next connection.
     pub(super) fn draw(&self) -> Duration {
         let hash = self.key.hash_one(self.drawn.fetch_add(1, Relaxed));
-        // The top 53 bits as a fraction in [0, 1).
-        let unit = (hash >> 11) as f64 / (1_u64 << 53) as f64;
-        scale(self.lifetime, 1.0 - JITTER + 2.0 * JITTER * unit)
+        crate::pool::jitter::jittered(self.lifetime, hash)
     }
-}
-
-/// `duration × factor`, saturating at `Duration::MAX` instead of panicking like `mul_f64`.
-fn scale(duration: Duration, factor: f64) -> Duration {
-    Duration::try_from_secs_f64(duration.as_secs_f64() * factor).unwrap_or(Duration::MAX)
 }
 
 #[cfg(test)]

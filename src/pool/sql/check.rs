@@ -10,9 +10,6 @@ use std::{
 
 use sqlx::{Connection, pool::PoolConnectionMetadata};
 
-/// How far a connection's own lifetime may stray from the configured recycle age.
-const JITTER: f64 = 0.10;
-
 /// The future sqlx's `before_acquire` hook returns.
 pub(super) type CheckFuture<'c> =
     Pin<Box<dyn Future<Output = Result<bool, sqlx::Error>> + Send + 'c>>;
@@ -103,16 +100,13 @@ impl Recycle {
 
     /// The longest lifetime any connection draws, which sqlx's `max_lifetime` enforces.
     pub(super) fn upper_bound(&self) -> Duration {
-        self.lifetime.mul_f64(1.0 + JITTER)
+        crate::pool::jitter::upper_bound(self.lifetime)
     }
 
     /// The lifetime of the connection created at `created`.
     fn lifetime_of(&self, created: Instant) -> Duration {
         let millis = created.saturating_duration_since(self.epoch).as_millis();
-        let hash = self.key.hash_one(millis);
-        // The top 53 bits as a fraction in [0, 1).
-        let unit = (hash >> 11) as f64 / (1u64 << 53) as f64;
-        self.lifetime.mul_f64(1.0 - JITTER + 2.0 * JITTER * unit)
+        crate::pool::jitter::jittered(self.lifetime, self.key.hash_one(millis))
     }
 
     /// Whether a connection of age `age` has outlived its own lifetime at `now`.

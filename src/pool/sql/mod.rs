@@ -191,7 +191,9 @@ impl<DB: Database> SqlPool<DB> {
     ///   says whether every connection was in use, or the server refused new ones and why
     ///   (`last connect error: ...`): sqlx retries refused connections until the deadline
     ///   and then drops the error, so perfkit makes one connect attempt of its own, at most
-    ///   once a second per pool, to name it. The timeout is counted in
+    ///   once a second per pool, to name it, within the acquire timeout: the wait for sqlx
+    ///   ends a tenth of the timeout (at most 1 s) early to leave the attempt that time. The
+    ///   timeout is counted in
     ///   [`PoolStats::acquire_timeouts`].
     /// - [`Error::Closed`] when the pool was closed.
     /// - [`Error::Sql`] when opening a connection failed for a reason sqlx does not retry
@@ -202,7 +204,7 @@ impl<DB: Database> SqlPool<DB> {
         let shared = Arc::clone(&self.shared);
         async move {
             let started = Instant::now();
-            match shared.pool.acquire().await {
+            match shared.acquire_within_timeout().await {
                 Ok(conn) => {
                     let now = Instant::now();
                     shared.stats.acquired(now - started);
@@ -257,6 +259,27 @@ impl<DB: Database> Watched for Shared<DB> {
 }
 
 impl<DB: Database> Shared<DB> {
+    /// sqlx's `acquire`, ended early enough that finding out why it timed out still fits in
+    /// the acquire timeout.
+    ///
+    /// While the pool is below its size limit, a timeout means connections failed to open:
+    /// the wait stops [`probe_timeout`](Self::probe_timeout) early and the probe in
+    /// [`timeout_cause`](Self::timeout_cause) uses the rest. At the limit no probe runs, so
+    /// the wait goes on for the whole timeout.
+    async fn acquire_within_timeout(&self) -> Result<sqlx::pool::PoolConnection<DB>, sqlx::Error> {
+        let total = self.pool.options().get_acquire_timeout();
+        let mut acquire = std::pin::pin!(self.pool.acquire());
+        match tokio::time::timeout(total.saturating_sub(self.probe_timeout()), &mut acquire).await {
+            Ok(result) => result,
+            Err(_) if self.pool.size() >= self.max => {
+                tokio::time::timeout(self.probe_timeout(), &mut acquire)
+                    .await
+                    .unwrap_or(Err(sqlx::Error::PoolTimedOut))
+            }
+            Err(_) => Err(sqlx::Error::PoolTimedOut),
+        }
+    }
+
     /// Turns an error of sqlx's `acquire` into ours.
     async fn acquire_error(&self, error: sqlx::Error, waited: Duration) -> Error {
         match error {
@@ -298,8 +321,10 @@ impl<DB: Database> Shared<DB> {
         last_error.map_or_else(all_in_use, |err| format!("last connect error: {err}"))
     }
 
+    /// How long the probe for a timeout's cause may take: a tenth of the acquire timeout, at
+    /// most [`PROBE_TIMEOUT`].
     fn probe_timeout(&self) -> Duration {
-        self.pool.options().get_acquire_timeout().min(PROBE_TIMEOUT)
+        (self.pool.options().get_acquire_timeout() / 10).min(PROBE_TIMEOUT)
     }
 
     /// The error `build()` returns when its first connection could not be opened.
@@ -517,7 +542,7 @@ async fn warm_up<DB: Database>(shared: &Shared<DB>, count: u32) -> Result<()> {
     // that the pool's first statistics show them idle.
     let deadline = Instant::now() + Duration::from_millis(100);
     while shared.pool.num_idle() < returned && Instant::now() < deadline {
-        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
     Ok(())
 }
