@@ -23,6 +23,19 @@ const PERIOD: Duration = Duration::from_secs(1);
 /// How often the watch looks at the pool, at least (for very small leak thresholds).
 const MIN_PERIOD: Duration = Duration::from_millis(50);
 
+/// Records a successful acquire that started at `started`: its wait in `stats` and, when
+/// the pool watches for leaks, where and when the connection went out.
+pub(super) fn checked_out(
+    stats: &AcquireStats,
+    checkouts: Option<&Arc<Checkouts>>,
+    location: &'static Location<'static>,
+    started: Instant,
+) -> Option<CheckoutGuard> {
+    let now = Instant::now();
+    stats.acquired(now - started);
+    checkouts.map(|checkouts| checkouts.insert(location, now))
+}
+
 // ===== Checkouts =====
 
 /// Where and when each connection handed out by a pool's acquire (`SqlPool::acquire`,

@@ -15,7 +15,7 @@ use ::redis::{
 use super::connection::{LastConnectError, RedisConnection, RedisManager};
 use crate::pool::{
     AcquireStats, Error, PoolStats, Result,
-    watch::{self, CheckoutGuard, Checkouts, Watched},
+    watch::{self, CheckoutGuard, Checkouts, Watched, checked_out},
 };
 
 /// A bb8 pool of Redis connections, each held by one task at a time.
@@ -144,12 +144,8 @@ impl RedisPool {
             let started = Instant::now();
             match shared.pool.get_owned().await {
                 Ok(conn) => {
-                    let now = Instant::now();
-                    shared.stats.acquired(now - started);
-                    let checkout = shared
-                        .checkouts
-                        .as_ref()
-                        .map(|checkouts| checkouts.insert(location, now));
+                    let checkout =
+                        checked_out(&shared.stats, shared.checkouts.as_ref(), location, started);
                     Ok(PooledRedisConnection {
                         _checkout: checkout,
                         conn,

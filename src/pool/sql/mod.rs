@@ -29,7 +29,7 @@ use self::{
 };
 use super::{
     AcquireStats, Error, PoolStats, Result,
-    watch::{self, CheckoutGuard, Checkouts, Watched},
+    watch::{self, CheckoutGuard, Checkouts, Watched, checked_out},
 };
 
 #[cfg(feature = "postgres")]
@@ -206,12 +206,8 @@ impl<DB: Database> SqlPool<DB> {
             let started = Instant::now();
             match shared.acquire_within_timeout().await {
                 Ok(conn) => {
-                    let now = Instant::now();
-                    shared.stats.acquired(now - started);
-                    let checkout = shared
-                        .checkouts
-                        .as_ref()
-                        .map(|checkouts| checkouts.insert(location, now));
+                    let checkout =
+                        checked_out(&shared.stats, shared.checkouts.as_ref(), location, started);
                     Ok(PooledConnection {
                         _checkout: checkout,
                         conn,
