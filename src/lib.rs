@@ -9,6 +9,7 @@
 //! | [`timeout`] | `timeout` | answers slow requests with a `504` JSON body and cancels their work; per-route overrides |
 //! | [`timing`] | `timing` | `X-Process-Time` / `Server-Timing` headers, slow-request log, per-route latency percentiles |
 //! | [`pool`] | `postgres`, `sqlite`, `redis` | pool builders with the knobs backends tune, pool statistics, acquire timeouts that name their cause |
+//! | [`cache`] | `cache` | typed cache over memory (and Redis) backends: O(1) tag invalidation by epochs, single-flight, stale-while-revalidate, early refresh, stats |
 //! | [`health`] | `health` | checks run in the background; `/health`, `/health/ready`, `/health/live`, `/health/pools` answered without I/O |
 //!
 //! Every layer is generic over request and response bodies and keeps the inner service's
@@ -49,6 +50,7 @@
 //! - `timing`: [`timing`], the request timing layer and its statistics.
 //! - `postgres`, `sqlite`: [`pool`] builders over sqlx, and PostgreSQL diagnostics.
 //! - `redis`: [`pool`]'s multiplexed Redis handle and bb8 pool.
+//! - `cache`: [`cache`], the typed cache and its memory backend.
 //! - `health`: [`health`], background checks and the health service.
 //! - `axum`: route templates from axum's `MatchedPath` for the timing statistics.
 //! - `full`: every feature.
@@ -63,7 +65,8 @@ mod env;
     feature = "timing",
     feature = "postgres",
     feature = "sqlite",
-    feature = "redis"
+    feature = "redis",
+    feature = "cache"
 ))]
 mod histogram;
 
@@ -85,6 +88,10 @@ pub mod pool;
 #[cfg(feature = "health")]
 #[cfg_attr(docsrs, doc(cfg(feature = "health")))]
 pub mod health;
+
+#[cfg(feature = "cache")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
+pub mod cache;
 
 pub use env::EnvError;
 
