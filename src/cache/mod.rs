@@ -1,12 +1,17 @@
 //! A typed cache with O(1) tag invalidation, single-flight and early refresh, over
 //! pluggable backends.
-//!
-//! Values are stored by a [`Backend`]: the interface every store implements (entries with
-//! their freshness windows and tag epochs, namespaced [`Key`]s and [`Tag`]s).
 
 mod backend;
+mod builder;
+mod cache;
 mod codec;
 mod error;
+mod flight;
+mod key;
+mod memory;
+mod options;
+mod stats;
+mod tags;
 
 #[doc(inline)]
 pub use self::{
@@ -14,5 +19,16 @@ pub use self::{
         AnyValue, Backend, Decoder, Entry, EntryMeta, Epoch, Key, KeyPrefix, LocalLookup, Tag,
         TagEpoch, Value, now_ms,
     },
+    builder::{
+        CacheBuilder, DEFAULT_COMPRESSION_THRESHOLD, DEFAULT_PREFIX, DEFAULT_TTL,
+        DEFAULT_WARM_CONCURRENCY,
+    },
+    cache::{Cache, Cacheable, WarmReport},
     error::{BackendError, CodecError, Error, Result},
+    memory::{
+        DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, DEFAULT_MAX_TAGS, MemoryBackend,
+        MemoryBackendBuilder,
+    },
+    options::EntryOptions,
+    stats::{CacheStats, LatencyStats},
 };
