@@ -752,3 +752,49 @@ fn bad_configuration_is_an_error_that_names_the_fix() {
         .unwrap_err();
     assert!(error.to_string().contains("CACHE_DEFAULT_TTL"));
 }
+
+static DECODES: AtomicUsize = AtomicUsize::new(0);
+
+/// A value that counts how often it is deserialized.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct Counted(u64);
+
+impl<'de> Deserialize<'de> for Counted {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        DECODES.fetch_add(1, SeqCst);
+        u64::deserialize(deserializer).map(Counted)
+    }
+}
+
+#[tokio::test]
+async fn a_memory_hit_never_deserializes() {
+    let cache = cache();
+    cache
+        .set("c", &Counted(9), EntryOptions::new())
+        .await
+        .unwrap();
+    cache
+        .get_or_compute("d", EntryOptions::new(), || async {
+            Ok::<_, String>(Counted(10))
+        })
+        .await
+        .unwrap();
+    let before = DECODES.load(SeqCst);
+    for _ in 0..100 {
+        assert_eq!(cache.get::<Counted>("c").await.unwrap(), Some(Counted(9)));
+        assert_eq!(cache.get::<Counted>("d").await.unwrap(), Some(Counted(10)));
+    }
+    assert_eq!(DECODES.load(SeqCst), before);
+
+    // The counter does count: a bytes-only backend decodes on every hit.
+    let bytes = Cache::builder()
+        .backend(BytesBackend::default())
+        .build()
+        .unwrap();
+    bytes
+        .set("c", &Counted(9), EntryOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(bytes.get::<Counted>("c").await.unwrap(), Some(Counted(9)));
+    assert_eq!(DECODES.load(SeqCst), before + 1);
+}

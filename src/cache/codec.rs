@@ -1,9 +1,9 @@
 //! The value format: a one-byte header, then MessagePack, compressed above a threshold.
 
-use std::{any::Any, io::Write, sync::Arc};
+use std::{any::Any, cell::RefCell, sync::Arc};
 
 use bytes::Bytes;
-use flate2::{Compression, read::DeflateDecoder, write::DeflateEncoder};
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 use serde::{Serialize, de::DeserializeOwned};
 
 use super::{backend::AnyValue, error::CodecError};
@@ -12,6 +12,17 @@ use super::{backend::AnyValue, error::CodecError};
 pub(crate) const MSGPACK_NAMED: u8 = 0x01;
 /// Header: MessagePack with named fields, deflate-compressed.
 pub(crate) const MSGPACK_NAMED_DEFLATE: u8 = 0x81;
+
+/// Largest value a compressed entry may inflate to: bytes that claim more are corrupt (or
+/// hostile) and are rejected before they can exhaust memory.
+pub(crate) const MAX_INFLATED: usize = 64 * 1024 * 1024;
+
+thread_local! {
+    // Creating a deflate state costs tens of microseconds and hundreds of KiB; one per
+    // thread, reset between uses, makes compression cost only the compressing.
+    static DEFLATE: RefCell<Compress> = RefCell::new(Compress::new(Compression::fast(), false));
+    static INFLATE: RefCell<Decompress> = RefCell::new(Decompress::new(false));
+}
 
 /// Encodes `value`: header byte, then named-field MessagePack, deflated (fast level) when
 /// the MessagePack is longer than `threshold` bytes.
@@ -25,14 +36,62 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
     if out.len() - 1 <= threshold {
         return Ok(out.into());
     }
-    let mut compressed = Vec::with_capacity(out.len() / 2 + 16);
+    let mut compressed = Vec::with_capacity(out.len() / 2 + 64);
     compressed.push(MSGPACK_NAMED_DEFLATE);
-    let mut encoder = DeflateEncoder::new(compressed, Compression::fast());
-    encoder
-        .write_all(&out[1..])
-        .and_then(|()| encoder.finish())
-        .map(Bytes::from)
-        .map_err(CodecError::Decompress)
+    deflate(&out[1..], &mut compressed)?;
+    Ok(compressed.into())
+}
+
+fn deflate(input: &[u8], out: &mut Vec<u8>) -> Result<(), CodecError> {
+    DEFLATE.with_borrow_mut(|state| {
+        state.reset();
+        loop {
+            let consumed = state.total_in() as usize;
+            if out.len() == out.capacity() {
+                out.reserve(out.capacity().max(64));
+            }
+            let status = state
+                .compress_vec(&input[consumed..], out, FlushCompress::Finish)
+                .map_err(|err| CodecError::Decompress(std::io::Error::other(err)))?;
+            if status == Status::StreamEnd {
+                return Ok(());
+            }
+        }
+    })
+}
+
+fn inflate(input: &[u8], limit: usize) -> Result<Vec<u8>, CodecError> {
+    INFLATE.with_borrow_mut(|state| {
+        state.reset(false);
+        let mut out = Vec::with_capacity(input.len().saturating_mul(4).clamp(64, limit.max(64)));
+        loop {
+            let consumed = state.total_in() as usize;
+            if out.len() == out.capacity() {
+                if out.len() >= limit {
+                    return Err(CodecError::Decompress(std::io::Error::other(format!(
+                        "inflates beyond {limit} bytes"
+                    ))));
+                }
+                out.reserve(out.capacity().max(64).min(limit - out.len()));
+            }
+            let before = (consumed, out.len());
+            let status = state
+                .decompress_vec(&input[consumed..], &mut out, FlushDecompress::None)
+                .map_err(|err| CodecError::Decompress(std::io::Error::other(err)))?;
+            match status {
+                Status::StreamEnd => return Ok(out),
+                // No progress with room left: the input ended before the stream did.
+                _ if (state.total_in() as usize, out.len()) == before
+                    && out.len() < out.capacity() =>
+                {
+                    return Err(CodecError::Decompress(std::io::Error::from(
+                        std::io::ErrorKind::UnexpectedEof,
+                    )));
+                }
+                _ => {}
+            }
+        }
+    })
 }
 
 /// Decodes bytes written by [`encode`].
@@ -41,11 +100,7 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError>
     match header {
         MSGPACK_NAMED => rmp_serde::from_slice(body).map_err(CodecError::Decode),
         MSGPACK_NAMED_DEFLATE => {
-            rmp_serde::from_read(DeflateDecoder::new(body)).map_err(|err| match err {
-                rmp_serde::decode::Error::InvalidMarkerRead(io)
-                | rmp_serde::decode::Error::InvalidDataRead(io) => CodecError::Decompress(io),
-                other => CodecError::Decode(other),
-            })
+            rmp_serde::from_slice(&inflate(body, MAX_INFLATED)?).map_err(CodecError::Decode)
         }
         other => Err(CodecError::UnknownHeader(other)),
     }
@@ -124,6 +179,18 @@ mod tests {
             decode::<Renamed>(&bytes),
             Err(CodecError::Decode(_))
         ));
+    }
+
+    #[test]
+    fn a_decompression_bomb_is_rejected_not_inflated() {
+        let mut bomb = vec![MSGPACK_NAMED_DEFLATE];
+        deflate(&vec![0u8; 1 << 20], &mut bomb).unwrap();
+        assert!(bomb.len() < 8192, "{}", bomb.len());
+        assert!(matches!(
+            inflate(&bomb[1..], 64 * 1024),
+            Err(CodecError::Decompress(_))
+        ));
+        assert_eq!(inflate(&bomb[1..], 2 << 20).unwrap().len(), 1 << 20);
     }
 
     #[test]
