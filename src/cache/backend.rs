@@ -79,8 +79,13 @@ impl fmt::Debug for Epoch {
 pub struct Key(Arc<str>);
 
 impl Key {
+    #[cfg(test)]
     pub(crate) fn from_storage(storage: String) -> Self {
         Self(storage.into())
+    }
+
+    pub(crate) fn from_arc(storage: Arc<str>) -> Self {
+        Self(storage)
     }
 
     /// The storage form, namespace included.
@@ -132,8 +137,8 @@ impl fmt::Debug for KeyPrefix {
 pub struct Tag(Arc<str>);
 
 impl Tag {
-    pub(crate) fn from_storage(storage: String) -> Self {
-        Self(storage.into())
+    pub(crate) fn from_arc(storage: Arc<str>) -> Self {
+        Self(storage)
     }
 
     /// The storage form, namespace included; also the name of the tag's epoch key.

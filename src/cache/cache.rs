@@ -167,7 +167,11 @@ impl Cache {
         let found = self.lookup::<T>(&key).await;
         let stats = &self.inner.stats;
         match found {
-            Some((value, meta)) if now_ms() < meta.fresh_until => {
+            // The backend returned it before `expires_at`: with no stale windows it is
+            // fresh, and the clock need not be read again.
+            Some((value, meta))
+                if meta.fresh_until >= meta.expires_at() || now_ms() < meta.fresh_until =>
+            {
                 Stats::count(&stats.hits);
                 Ok(Some(value))
             }

@@ -1,6 +1,6 @@
 //! Namespacing and hashing of keys, prefixes and tags.
 
-use std::fmt::Write as _;
+use std::{cell::RefCell, fmt::Write as _, sync::Arc};
 
 use sha2::{Digest, Sha256};
 
@@ -70,11 +70,11 @@ impl Namespace {
     }
 
     pub(crate) fn key(&self, key: &str) -> Key {
-        Key::from_storage(storage(&self.key_prefix, key))
+        Key::from_arc(storage(&self.key_prefix, key))
     }
 
     pub(crate) fn tag(&self, tag: &str) -> Tag {
-        Tag::from_storage(storage(&self.tag_prefix, tag))
+        Tag::from_arc(storage(&self.tag_prefix, tag))
     }
 
     pub(crate) fn prefix(&self, prefix: &str) -> KeyPrefix {
@@ -86,25 +86,33 @@ impl Namespace {
     }
 }
 
+thread_local! {
+    // Keys are built on every lookup: assembling them here leaves one allocation, the
+    // shared string itself.
+    static SCRATCH: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
 /// `prefix` + `name` when `name` is short and safe; otherwise `prefix`, the safe leading
 /// part of `name`, `#` and 128 bits of the SHA-256 of `name` in hex.
-fn storage(prefix: &str, name: &str) -> String {
+fn storage(prefix: &str, name: &str) -> Arc<str> {
     let readable = readable_len(name);
-    if readable == name.len() {
-        let mut out = String::with_capacity(prefix.len() + name.len());
+    SCRATCH.with_borrow_mut(|out| {
+        out.clear();
         out.push_str(prefix);
-        out.push_str(name);
-        return out;
-    }
-    let digest = Sha256::digest(name.as_bytes());
-    let mut out = String::with_capacity(prefix.len() + readable + 33);
-    out.push_str(prefix);
-    out.push_str(&name[..readable]);
-    out.push('#');
-    for byte in &digest[..16] {
-        let _ = write!(out, "{byte:02x}");
-    }
-    out
+        out.push_str(&name[..readable]);
+        if readable < name.len() {
+            let digest = Sha256::digest(name.as_bytes());
+            out.push('#');
+            for byte in &digest[..16] {
+                let _ = write!(out, "{byte:02x}");
+            }
+        }
+        let shared = Arc::from(out.as_str());
+        if out.capacity() > 4096 {
+            *out = String::new();
+        }
+        shared
+    })
 }
 
 #[cfg(test)]
