@@ -181,6 +181,45 @@ async fn a_value_computed_before_an_invalidation_is_never_served_after_it() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_call_after_an_invalidation_never_joins_a_computation_that_predates_it() {
+    let cache = cache();
+    let (started_tx, started_rx) = oneshot::channel();
+    let (finish_tx, finish_rx) = oneshot::channel::<()>();
+    let options = EntryOptions::new().tag("sales");
+    let first = {
+        let (cache, options) = (cache.clone(), options.clone());
+        tokio::spawn(async move {
+            cache
+                .get_or_compute("report", options, move || async move {
+                    let _ = started_tx.send(());
+                    let _ = finish_rx.await;
+                    Ok::<_, String>("old".to_owned())
+                })
+                .await
+        })
+    };
+    started_rx.await.unwrap();
+    cache.invalidate_tags(&["sales"]).await.unwrap();
+
+    // Starts after the invalidation returned, while the old computation is in flight.
+    let runs = Arc::new(AtomicUsize::new(0));
+    let second = {
+        let cache = cache.clone();
+        let compute = counted(&runs, Duration::from_millis(10), "new".to_owned());
+        tokio::spawn(async move { cache.get_or_compute("report", options, compute).await })
+    };
+    sleep(Duration::from_millis(1)).await;
+    finish_tx.send(()).unwrap();
+    assert_eq!(first.await.unwrap().unwrap(), "old");
+    assert_eq!(second.await.unwrap().unwrap(), "new");
+    assert_eq!(runs.load(SeqCst), 1);
+    assert_eq!(
+        cache.get::<String>("report").await.unwrap().as_deref(),
+        Some("new")
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_hundred_concurrent_callers_share_one_computation() {
     let cache = cache();
     let runs = Arc::new(AtomicUsize::new(0));

@@ -5,8 +5,8 @@ use std::{sync::Arc, time::Duration};
 use super::{
     Cache,
     backend::Backend,
-    cache::Config,
     error::{Error, Result},
+    handle::Config,
     key::{Namespace, valid_namespace},
     memory::{DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, MemoryBackend},
 };

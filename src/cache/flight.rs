@@ -7,11 +7,12 @@ use std::{
 
 use tokio::sync::watch;
 
-use super::backend::{AnyValue, Key};
+use super::backend::{AnyValue, Key, TagEpoch};
 
 /// What a finished computation left for the callers that waited on it: the value (an
-/// `Arc<T>`) or the error (an `Arc<E>`), type-erased.
-pub(crate) type Outcome = Result<AnyValue, AnyValue>;
+/// `Arc<T>`) with the tag epochs captured before it was computed, or the error (an
+/// `Arc<E>`), type-erased.
+pub(crate) type Outcome = Result<(AnyValue, Arc<[TagEpoch]>), AnyValue>;
 
 type Slot = watch::Receiver<Option<Outcome>>;
 
@@ -131,9 +132,9 @@ mod tests {
             panic!("second caller follows")
         };
         let waiting = tokio::spawn(follower.wait());
-        leader.publish(Ok(Arc::new(7u32)));
+        leader.publish(Ok((Arc::new(7u32), Arc::new([]))));
         let outcome = waiting.await.unwrap().expect("an outcome");
-        assert_eq!(outcome.unwrap().downcast_ref::<u32>(), Some(&7));
+        assert_eq!(outcome.unwrap().0.downcast_ref::<u32>(), Some(&7));
         assert_eq!(flights.len(), 0);
     }
 

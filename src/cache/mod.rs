@@ -114,10 +114,10 @@
 
 mod backend;
 mod builder;
-mod cache;
 mod codec;
 mod error;
 mod flight;
+mod handle;
 mod key;
 mod memory;
 mod options;
@@ -134,8 +134,8 @@ pub use self::{
         CacheBuilder, DEFAULT_COMPRESSION_THRESHOLD, DEFAULT_PREFIX, DEFAULT_TTL,
         DEFAULT_WARM_CONCURRENCY,
     },
-    cache::{Cache, Cacheable, WarmReport},
     error::{BackendError, CodecError, Error, Result},
+    handle::{Cache, Cacheable, WarmReport},
     memory::{
         DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, DEFAULT_MAX_TAGS, MemoryBackend,
         MemoryBackendBuilder,

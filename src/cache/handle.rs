@@ -7,7 +7,9 @@ use tokio::task::JoinSet;
 
 use super::{
     CacheBuilder,
-    backend::{AnyValue, Backend, Entry, EntryMeta, Epoch, Key, LocalLookup, Tag, Value, now_ms},
+    backend::{
+        AnyValue, Backend, Entry, EntryMeta, Epoch, Key, LocalLookup, Tag, TagEpoch, Value, now_ms,
+    },
     codec,
     error::{CodecError, Result},
     flight::{Flights, Join, Leader, Outcome},
@@ -205,15 +207,9 @@ impl Cache {
         };
         let encoded = codec::encode(value, self.inner.config.compression_threshold)?;
         let decoded: AnyValue = Arc::new(value.clone());
-        self.store(
-            &key,
-            Value::new(decoded, encoded),
-            &options,
-            tags,
-            epochs,
-            0,
-        )
-        .await;
+        let recorded: Vec<TagEpoch> = tags.into_iter().zip(epochs).collect();
+        self.store(&key, Value::new(decoded, encoded), &options, &recorded, 0)
+            .await;
         Ok(())
     }
 
@@ -331,7 +327,15 @@ impl Cache {
                     // lead if nobody else does.
                     None => continue,
                     Some(outcome) => match typed::<T, E>(outcome) {
-                        Some(result) => result,
+                        // A computation that captured its epochs before an invalidation
+                        // this call may have followed: look again instead.
+                        Some(Ok((value, recorded))) => {
+                            if !self.still_current(&recorded).await {
+                                continue;
+                            }
+                            Ok(value)
+                        }
+                        Some(Err(error)) => Err(error),
                         None => return self.compute_alone(compute).await,
                     },
                 },
@@ -441,8 +445,7 @@ impl Cache {
         key: &Key,
         value: Value,
         options: &EntryOptions,
-        tags: Vec<Tag>,
-        epochs: Vec<Epoch>,
+        recorded: &[TagEpoch],
         compute_ms: u32,
     ) {
         let ttl = millis(options.ttl.unwrap_or(self.inner.config.default_ttl));
@@ -460,7 +463,7 @@ impl Cache {
         let entry = Entry {
             value,
             meta,
-            tags: tags.into_iter().zip(epochs).collect(),
+            tags: recorded.into(),
         };
         if let Err(error) = self.inner.config.backend.set(key, entry).await {
             self.set_failed(&error);
@@ -526,7 +529,10 @@ impl Cache {
         Fut: Future<Output = Result<T, E>> + Send + 'static,
     {
         let tags = self.tags(&options.tags);
-        let epochs = self.capture(&tags).await;
+        let recorded: Option<Arc<[TagEpoch]>> = self
+            .capture(&tags)
+            .await
+            .map(|epochs| tags.into_iter().zip(epochs).collect());
         Stats::count(&self.inner.stats.computations);
         let started = tokio::time::Instant::now();
         let result = compute().await;
@@ -534,8 +540,8 @@ impl Cache {
         let result = match result {
             Ok(value) => {
                 let value = Arc::new(value);
-                if let Some(epochs) = epochs {
-                    self.store_computed(&key, &value, options, tags, epochs, compute_ms)
+                if let Some(recorded) = &recorded {
+                    self.store_computed(&key, &value, options, recorded, compute_ms)
                         .await;
                 }
                 Ok(value)
@@ -543,10 +549,27 @@ impl Cache {
             Err(error) => Err(Arc::new(error)),
         };
         leader.publish(match &result {
-            Ok(value) => Ok(Arc::clone(value) as AnyValue),
+            // Without captured epochs nothing was stored; waiters take the value as is.
+            Ok(value) => Ok((
+                Arc::clone(value) as AnyValue,
+                recorded.unwrap_or_else(|| Arc::new([])),
+            )),
             Err(error) => Err(Arc::clone(error) as AnyValue),
         });
         result
+    }
+
+    /// Whether every tag still has the epoch recorded for it; `false` when the backend
+    /// cannot tell.
+    async fn still_current(&self, recorded: &[TagEpoch]) -> bool {
+        if recorded.is_empty() {
+            return true;
+        }
+        let tags: Vec<Tag> = recorded.iter().map(|(tag, _)| tag.clone()).collect();
+        match self.inner.config.backend.tag_epochs(&tags).await {
+            Ok(current) => current.iter().eq(recorded.iter().map(|(_, epoch)| epoch)),
+            Err(_) => false,
+        }
     }
 
     async fn store_computed<T: Cacheable>(
@@ -554,14 +577,13 @@ impl Cache {
         key: &Key,
         value: &Arc<T>,
         options: &EntryOptions,
-        tags: Vec<Tag>,
-        epochs: Vec<Epoch>,
+        recorded: &[TagEpoch],
         compute_ms: u32,
     ) {
         match codec::encode(&**value, self.inner.config.compression_threshold) {
             Ok(encoded) => {
                 let stored = Value::new(Arc::clone(value) as AnyValue, encoded);
-                self.store(key, stored, options, tags, epochs, compute_ms.max(1))
+                self.store(key, stored, options, recorded, compute_ms.max(1))
                     .await;
             }
             Err(error) => {
@@ -616,9 +638,15 @@ impl Cache {
 }
 
 /// The typed result of a flight's outcome; `None` when the flight computed other types.
-fn typed<T: Cacheable, E: Send + Sync + 'static>(outcome: Outcome) -> Option<Result<T, Arc<E>>> {
+#[allow(clippy::type_complexity)]
+fn typed<T: Cacheable, E: Send + Sync + 'static>(
+    outcome: Outcome,
+) -> Option<Result<(T, Arc<[TagEpoch]>), Arc<E>>> {
     match outcome {
-        Ok(value) => value.downcast::<T>().ok().map(|value| Ok(T::clone(&value))),
+        Ok((value, recorded)) => value
+            .downcast::<T>()
+            .ok()
+            .map(|value| Ok((T::clone(&value), recorded))),
         Err(error) => error.downcast::<E>().ok().map(Err),
     }
 }
@@ -626,10 +654,8 @@ fn typed<T: Cacheable, E: Send + Sync + 'static>(outcome: Outcome) -> Option<Res
 /// Clones the value out of an entry: the decoded form when it has type `T`, else decoding
 /// the bytes.
 fn value_of<T: Cacheable>(value: &Value) -> Result<T, CodecError> {
-    if let Some(decoded) = value.decoded() {
-        if let Some(value) = decoded.downcast_ref::<T>() {
-            return Ok(value.clone());
-        }
+    if let Some(value) = value.decoded().and_then(|d| d.downcast_ref::<T>()) {
+        return Ok(value.clone());
     }
     match value.encoded() {
         Some(bytes) => codec::decode::<T>(bytes),
