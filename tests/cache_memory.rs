@@ -409,7 +409,7 @@ async fn early_refresh_recomputes_before_expiry_in_proportion_to_the_compute_tim
         .unwrap();
     // Just before expiry with a high beta a refresh is all but certain, and the caller
     // still gets the current value at once.
-    tokio::time::advance(Duration::from_millis(9_990)).await;
+    tokio::time::advance(Duration::from_millis(9_999)).await;
     let served = cache
         .get_or_compute("slow", options.clone(), counted(&runs, secs(1), user(2)))
         .await

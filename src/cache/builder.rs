@@ -1,6 +1,6 @@
 //! Building a [`Cache`].
 
-use std::{sync::Arc, time::Duration};
+use std::{any::Any, sync::Arc, time::Duration};
 
 use super::{
     Cache,
@@ -31,6 +31,8 @@ pub struct CacheBuilder {
     max_entries: usize,
     max_bytes: u64,
     backend: Option<Arc<dyn Backend>>,
+    /// Whether `backend` keeps decoded values only, so encoding is for weighing.
+    in_process: bool,
     redis_url: Option<String>,
 }
 
@@ -67,6 +69,7 @@ impl CacheBuilder {
             max_entries: DEFAULT_MAX_ENTRIES,
             max_bytes: DEFAULT_MAX_BYTES,
             backend: None,
+            in_process: false,
             redis_url: None,
         }
     }
@@ -109,6 +112,9 @@ impl CacheBuilder {
     }
 
     /// Encoded values longer than this many bytes are compressed. Defaults to 1024.
+    ///
+    /// Applies to backends that store bytes; a [`MemoryBackend`] keeps decoded values, so
+    /// nothing is compressed for it.
     pub fn compression_threshold(mut self, bytes: usize) -> Self {
         self.compression_threshold = bytes;
         self
@@ -138,6 +144,7 @@ impl CacheBuilder {
     /// [`max_entries`](Self::max_entries) and [`max_bytes`](Self::max_bytes), or, after
     /// [`from_env`](Self::from_env) with `REDIS_URL` set, the Redis-backed choice.
     pub fn backend(mut self, backend: impl Backend) -> Self {
+        self.in_process = (&backend as &dyn Any).is::<MemoryBackend>();
         self.backend = Some(Arc::new(backend));
         self
     }
@@ -160,22 +167,29 @@ impl CacheBuilder {
                     .to_owned(),
             ));
         }
-        let backend = match self.backend {
-            Some(backend) => backend,
+        let (backend, in_process) = match self.backend {
+            Some(backend) => (backend, self.in_process),
             None => match self.redis_url.as_deref() {
-                Some(url) => redis_backend(url, self.max_entries, self.max_bytes)?,
-                None => Arc::new(
-                    MemoryBackend::builder()
-                        .max_entries(self.max_entries)
-                        .max_bytes(self.max_bytes)
-                        .build(),
+                Some(url) => (redis_backend(url, self.max_entries, self.max_bytes)?, false),
+                None => (
+                    Arc::new(
+                        MemoryBackend::builder()
+                            .max_entries(self.max_entries)
+                            .max_bytes(self.max_bytes)
+                            .build(),
+                    ) as Arc<dyn Backend>,
+                    true,
                 ),
             },
         };
         Ok(Cache::from_config(Config {
             namespace: Namespace::new(&self.prefix),
             default_ttl: self.default_ttl,
-            compression_threshold: self.compression_threshold,
+            compression_threshold: if in_process {
+                usize::MAX
+            } else {
+                self.compression_threshold
+            },
             warm_concurrency: self.warm_concurrency,
             backend,
         }))
