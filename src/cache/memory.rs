@@ -43,7 +43,7 @@ impl Weighter<Arc<str>, Slot> for SlotWeighter {
 ///
 /// Bounded by entry count and by bytes (an entry weighs its encoded size plus its key and
 /// tags, measured once when it is stored). Eviction is quick_cache's CLOCK-Pro, chosen by
-/// measurement over moka (see the module docs). Expiry is checked on every read against
+/// measurement over moka (see the [module docs](super#memory-backend)). Expiry is checked on every read against
 /// [`now_ms`]; an expired entry is removed when read and otherwise leaves by eviction.
 /// Tag epochs live in a table bounded separately
 /// ([`max_tags`](MemoryBackendBuilder::max_tags)); a tag evicted from it counts as
