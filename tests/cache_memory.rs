@@ -352,6 +352,41 @@ async fn stale_while_revalidate_serves_stale_and_refreshes_once_in_the_backgroun
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_invalidated_entry_is_not_served_stale() {
+    let cache = cache();
+    let options = EntryOptions::new()
+        .ttl(secs(10))
+        .tag("users")
+        .stale_while_revalidate(secs(60))
+        .stale_if_error(secs(600));
+    let runs = Arc::new(AtomicUsize::new(0));
+    cache
+        .get_or_compute(
+            "u",
+            options.clone(),
+            counted(&runs, Duration::ZERO, user(1)),
+        )
+        .await
+        .unwrap();
+    tokio::time::advance(secs(15)).await;
+    cache.invalidate_tags(&["users"]).await.unwrap();
+
+    // Within both windows, yet invalidated: the caller waits for a new value, and a
+    // failing recomputation is an error, not the invalidated value.
+    let error = cache
+        .get_or_compute("u", options.clone(), failing::<User>(&runs, Duration::ZERO))
+        .await
+        .unwrap_err();
+    assert_eq!(*error, "database down");
+    let served = cache
+        .get_or_compute("u", options, counted(&runs, Duration::ZERO, user(2)))
+        .await
+        .unwrap();
+    assert_eq!(served, user(2));
+    assert_eq!(cache.stats().stale_serves, 0);
+}
+
+#[tokio::test(start_paused = true)]
 async fn stale_if_error_serves_stale_when_recomputing_fails() {
     let cache = cache();
     let options = EntryOptions::new()

@@ -638,10 +638,11 @@ impl Cache {
 }
 
 /// The typed result of a flight's outcome; `None` when the flight computed other types.
-#[allow(clippy::type_complexity)]
-fn typed<T: Cacheable, E: Send + Sync + 'static>(
-    outcome: Outcome,
-) -> Option<Result<(T, Arc<[TagEpoch]>), Arc<E>>> {
+/// A flight's outcome for one caller: its value with the epochs it was computed under, or
+/// its error.
+type Typed<T, E> = Result<(T, Arc<[TagEpoch]>), Arc<E>>;
+
+fn typed<T: Cacheable, E: Send + Sync + 'static>(outcome: Outcome) -> Option<Typed<T, E>> {
     match outcome {
         Ok((value, recorded)) => value
             .downcast::<T>()
