@@ -10,6 +10,8 @@ mod flight;
 mod key;
 mod memory;
 mod options;
+#[cfg(feature = "redis")]
+mod redis;
 mod stats;
 mod tags;
 
@@ -32,3 +34,8 @@ pub use self::{
     options::EntryOptions,
     stats::{CacheStats, LatencyStats},
 };
+
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+#[doc(inline)]
+pub use self::redis::RedisBackend;
