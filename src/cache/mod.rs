@@ -14,6 +14,8 @@ mod options;
 mod redis;
 mod stats;
 mod tags;
+#[cfg(feature = "redis")]
+mod tiered;
 
 #[doc(inline)]
 pub use self::{
@@ -38,4 +40,7 @@ pub use self::{
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 #[doc(inline)]
-pub use self::redis::RedisBackend;
+pub use self::{
+    redis::RedisBackend,
+    tiered::{TieredBackend, TieredBackendBuilder},
+};

@@ -250,11 +250,6 @@ impl RedisBackend {
     pub(super) fn instance(&self) -> u128 {
         self.inner.instance
     }
-
-    /// The deadline of one call.
-    pub(super) fn call_deadline(&self) -> Duration {
-        self.inner.deadline
-    }
 }
 
 impl Inner {
