@@ -563,6 +563,31 @@ async fn tiered_listener_stops_with_the_last_clone() {
     .await;
 }
 
+#[cfg(feature = "health")]
+#[tokio::test]
+async fn health_check_pings_the_redis_behind_a_cache() {
+    use perfkit::health::{CacheCheck, HealthCheck};
+
+    let Some(mut server) = RedisServer::start("health_check_pings_the_redis_behind_a_cache").await
+    else {
+        return;
+    };
+    let ns = Namespace::new(&server.url());
+    let tiered = cache(&ns, tiered_backend(&server.url()).await);
+    let check = CacheCheck::from(&tiered).non_critical();
+    assert_eq!(HealthCheck::name(&check), "cache");
+    assert!(!check.critical());
+    check.check().await.unwrap();
+
+    let memory = Cache::builder().build().unwrap();
+    let memory_check = CacheCheck::new(&memory);
+
+    server.stop().await;
+    let error = check.check().await.unwrap_err();
+    assert!(error.message().contains("cache PING failed"), "{error}");
+    memory_check.check().await.unwrap();
+}
+
 /// Awaits every future, concurrently, in order.
 async fn join_all<F: Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output>
 where
