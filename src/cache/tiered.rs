@@ -229,10 +229,10 @@ impl Backend for TieredBackend {
     async fn get(&self, key: &Key, decode: Decoder) -> Result<Option<Arc<Entry>>, BackendError> {
         self.want(key.as_str());
         let coherence = &self.shared.coherence;
-        if coherence.live.load(SeqCst) {
-            if let LocalLookup::Hit(entry) = coherence.l1.get_local(key) {
-                return Ok(Some(entry));
-            }
+        if coherence.live.load(SeqCst)
+            && let LocalLookup::Hit(entry) = coherence.l1.get_local(key)
+        {
+            return Ok(Some(entry));
         }
         let before = coherence.snapshot(key);
         match self.shared.l2.get(key, decode).await {
@@ -267,10 +267,10 @@ impl Backend for TieredBackend {
     #[inline]
     fn get_local(&self, key: &Key) -> LocalLookup {
         let coherence = &self.shared.coherence;
-        if coherence.live.load(SeqCst) {
-            if let LocalLookup::Hit(entry) = coherence.l1.get_local(key) {
-                return LocalLookup::Hit(entry);
-            }
+        if coherence.live.load(SeqCst)
+            && let LocalLookup::Hit(entry) = coherence.l1.get_local(key)
+        {
+            return LocalLookup::Hit(entry);
         }
         LocalLookup::Unknown
     }
