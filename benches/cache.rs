@@ -1,0 +1,44 @@
+//! perfkit's cache beside the crates it is measured against, in one run:
+//!
+//! - `cache_hit`: a hit on a 10-record value through `Cache::get` (memory backend, with
+//!   and without tags) beside moka's `get` of the same value;
+//! - `cache_store`: the memory backend's store candidates, moka (per-entry expiry) and
+//!   quick_cache, holding the same entries with the same weigher;
+//! - `cache_invalidate`: `invalidate_tags` with 10 and with 100 000 tagged entries;
+//! - `cache_codec`: MessagePack with named fields (what the cache writes), positional
+//!   MessagePack and serde_json, encode and decode of a typical record list, and sizes.
+//!
+//! Each group is one module of `benches/cache/` with `pub(crate) fn run(c, rt)`; adding a
+//! group is adding its name to the `groups!` line below.
+//!
+//! Run with `cargo bench --bench cache --all-features`.
+
+mod support;
+
+use criterion::Criterion;
+use tokio::runtime::Runtime;
+
+macro_rules! groups {
+    ($($group:ident),* $(,)?) => {
+        mod cache {
+            pub(crate) mod records;
+            $(pub(crate) mod $group;)*
+        }
+
+        fn run_groups(c: &mut Criterion, rt: &Runtime) {
+            $(cache::$group::run(c, rt);)*
+        }
+    };
+}
+
+groups!(hit, store, invalidate, codec);
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut c = support::criterion();
+    run_groups(&mut c, &rt);
+    c.final_summary();
+}
