@@ -7,7 +7,21 @@
 //!   decoding it, no tags;
 //! - `cache_tiered_hit`: a tiered L1 hit against a memory-backend hit, same value.
 //!
-//! Skipped, with a line saying so, when `REDIS_URL` is unset.
+//! Skipped, with a line saying so, when `REDIS_URL` is unset or the `redis` feature is off.
+
+/// Adds the Redis and tiered groups to `c`, or prints why they are skipped.
+pub(crate) fn run(c: &mut criterion::Criterion, rt: &tokio::runtime::Runtime) {
+    #[cfg(feature = "redis")]
+    with_redis::run(c, rt);
+    #[cfg(not(feature = "redis"))]
+    {
+        let _ = (c, rt);
+        println!("skipped cache Redis benches: the `redis` feature is off");
+    }
+}
+
+#[cfg(feature = "redis")]
+mod with_redis {
 
 use std::{hint::black_box, time::Duration};
 
@@ -17,35 +31,12 @@ use perfkit::{
     pool::RedisPoolBuilder,
 };
 use redis::AsyncCommands;
-use serde::{Deserialize, Serialize};
 use tokio::runtime::Runtime;
 
+use super::super::records::{Record, records};
 use crate::support::print_ratios;
 
-/// One row of the cached value: ten of them make the "10-record value".
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct Record {
-    id: u64,
-    name: String,
-    email: String,
-    score: f64,
-    active: bool,
-}
-
-fn records() -> Vec<Record> {
-    (0..10)
-        .map(|id| Record {
-            id,
-            name: format!("user number {id}"),
-            email: format!("user{id}@example.com"),
-            score: id as f64 * 1.5,
-            active: id % 2 == 0,
-        })
-        .collect()
-}
-
-/// Adds the Redis and tiered groups to `c`, or prints why they are skipped.
-pub(crate) fn bench(c: &mut Criterion) {
+pub(super) fn run(c: &mut Criterion, runtime: &Runtime) {
     let Some(url) = std::env::var("REDIS_URL")
         .ok()
         .filter(|url| !url.trim().is_empty())
@@ -53,10 +44,6 @@ pub(crate) fn bench(c: &mut Criterion) {
         println!("skipped cache Redis benches: REDIS_URL is not set");
         return;
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a Tokio runtime");
     let prefix = format!("bench{}", std::process::id());
     let value = records();
     let options = EntryOptions::new()
@@ -125,7 +112,7 @@ pub(crate) fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group(group_name);
     group.bench_function("raw_get", |b| {
         let conn = handle.connection();
-        b.to_async(&runtime).iter(|| {
+        b.to_async(runtime).iter(|| {
             let mut conn = conn.clone();
             let key = raw_key.as_str();
             async move {
@@ -136,7 +123,7 @@ pub(crate) fn bench(c: &mut Criterion) {
     });
     group.bench_function("raw_get_decode", |b| {
         let conn = handle.connection();
-        b.to_async(&runtime).iter(|| {
+        b.to_async(runtime).iter(|| {
             let mut conn = conn.clone();
             let key = packed_key.as_str();
             async move {
@@ -147,7 +134,7 @@ pub(crate) fn bench(c: &mut Criterion) {
         });
     });
     group.bench_function("redis_hit_2_tags", |b| {
-        b.to_async(&runtime).iter(|| async {
+        b.to_async(runtime).iter(|| async {
             let found: Option<Vec<Record>> = redis_cache.get("records").await.expect("get");
             black_box(found.expect("a hit"))
         });
@@ -163,13 +150,13 @@ pub(crate) fn bench(c: &mut Criterion) {
     let group_name = "cache_tiered_hit";
     let mut group = c.benchmark_group(group_name);
     group.bench_function("memory_hit", |b| {
-        b.to_async(&runtime).iter(|| async {
+        b.to_async(runtime).iter(|| async {
             let found: Option<Vec<Record>> = memory_cache.get("records").await.expect("get");
             black_box(found.expect("a hit"))
         });
     });
     group.bench_function("tiered_l1_hit", |b| {
-        b.to_async(&runtime).iter(|| async {
+        b.to_async(runtime).iter(|| async {
             let found: Option<Vec<Record>> = tiered_cache.get("records").await.expect("get");
             black_box(found.expect("a hit"))
         });
@@ -189,4 +176,5 @@ pub(crate) fn bench(c: &mut Criterion) {
             ])
             .await;
     });
+}
 }
