@@ -8,6 +8,9 @@
 //! - `cache_codec`: MessagePack with named fields (what the cache writes), positional
 //!   MessagePack and serde_json, encode and decode of a typical record list, and sizes.
 //!
+//! - `cache_redis_hit` / `cache_tiered_hit`: a Redis-backend hit with two tags beside a raw
+//!   `GET` of the same bytes, and a tiered L1 hit beside a memory hit (`REDIS_URL` needed).
+//!
 //! Each group is one module of `benches/cache/` with `pub(crate) fn run(c, rt)`; adding a
 //! group is adding its name to the `groups!` line below.
 //!
@@ -31,7 +34,7 @@ macro_rules! groups {
     };
 }
 
-groups!(hit, store, invalidate, codec);
+groups!(hit, store, invalidate, codec, redis);
 
 fn main() {
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -343,6 +343,14 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     /// Replaces the epoch of every tag in `tags`: entries recorded under the old epochs are
     /// never returned again.
     async fn invalidate_tags(&self, tags: &[Tag]) -> Result<(), BackendError>;
+
+    /// Checks that the store behind the backend answers, for a health check.
+    ///
+    /// The default answers `Ok` at once: an in-process store is always up. A remote store
+    /// sends one cheap command (Redis: `PING`) under its own deadline.
+    async fn ping(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
 }
 
 /// Milliseconds since the Unix epoch by the cache's clock.

@@ -80,7 +80,7 @@ impl CacheBuilder {
     /// | --- | --- | --- |
     /// | `CACHE_PREFIX` | [`prefix`](Self::prefix) | `perfkit` |
     /// | `CACHE_DEFAULT_TTL` | [`default_ttl`](Self::default_ttl), whole seconds | 300 |
-    /// | `REDIS_URL` | the backend: memory when unset | unset |
+    /// | `REDIS_URL` | the backend: memory when unset; with the `redis` feature, a `TieredBackend` (L1 with the memory bounds, Redis L2) when set | unset |
     ///
     /// # Errors
     ///
@@ -196,9 +196,32 @@ impl CacheBuilder {
     }
 }
 
+/// The backend for `REDIS_URL`: a [`TieredBackend`](super::TieredBackend) whose L1 has the
+/// memory bounds, over a lazily connected handle, so the application starts while Redis is
+/// down. Needs a Tokio runtime.
+#[cfg(feature = "redis")]
+fn redis_backend(url: &str, max_entries: usize, max_bytes: u64) -> Result<Arc<dyn Backend>> {
+    use super::{RedisBackend, TieredBackend};
+    let handle = crate::pool::RedisPoolBuilder::new(url)
+        .build_lazy()
+        .map_err(|err| Error::Config(format!("REDIS_URL: {err}")))?;
+    let client = ::redis::Client::open(url)
+        .map_err(|err| Error::Config(format!("REDIS_URL is not a valid Redis URL: {err}")))?;
+    let l1 = MemoryBackend::builder()
+        .max_entries(max_entries)
+        .max_bytes(max_bytes)
+        .build();
+    Ok(Arc::new(
+        TieredBackend::builder(RedisBackend::new(handle), client)
+            .l1(l1)
+            .build(),
+    ))
+}
+
 /// The backend for `REDIS_URL`, with the memory bounds for an in-process tier.
 ///
 /// This build has no Redis backend: the cache keeps its entries in memory and says so.
+#[cfg(not(feature = "redis"))]
 fn redis_backend(_url: &str, max_entries: usize, max_bytes: u64) -> Result<Arc<dyn Backend>> {
     tracing::warn!(
         "REDIS_URL is set but this build of perfkit has no Redis cache backend; the cache keeps entries in memory"

@@ -134,8 +134,12 @@ mod handle;
 mod key;
 mod memory;
 mod options;
+#[cfg(feature = "redis")]
+mod redis;
 mod stats;
 mod tags;
+#[cfg(feature = "redis")]
+mod tiered;
 
 #[doc(inline)]
 pub use self::{
@@ -155,4 +159,12 @@ pub use self::{
     },
     options::EntryOptions,
     stats::{CacheStats, LatencyStats},
+};
+
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+#[doc(inline)]
+pub use self::{
+    redis::RedisBackend,
+    tiered::{TieredBackend, TieredBackendBuilder},
 };

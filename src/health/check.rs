@@ -93,7 +93,12 @@ impl CheckError {
     }
 
     /// A failure of `what` caused by `error`: `<what> failed: <error>`.
-    #[cfg(any(feature = "postgres", feature = "sqlite", feature = "redis"))]
+    #[cfg(any(
+        feature = "postgres",
+        feature = "sqlite",
+        feature = "redis",
+        feature = "cache"
+    ))]
     fn failed(what: &str, error: impl StdError + Send + Sync + 'static) -> Self {
         Self::from_boxed_in(Some(what), Box::new(error))
     }
@@ -486,6 +491,99 @@ where
                 truncate(&reply, 64)
             )))
         }
+    }
+}
+
+// ===== CacheCheck =====
+
+/// A [`HealthCheck`] on the store behind a [`Cache`](crate::cache::Cache): Redis-backed
+/// backends (Redis, tiered) send `PING` under their own deadline; the memory backend is
+/// always up.
+///
+/// Named `cache` and critical unless told otherwise; a service that runs on without its
+/// cache (every read a miss) usually marks it [`non_critical`](Self::non_critical).
+///
+/// ```
+/// # #[cfg(feature = "cache")]
+/// # fn run() -> perfkit::cache::Result<()> {
+/// use perfkit::{cache::Cache, health::{CacheCheck, HealthMonitor}};
+///
+/// let cache = Cache::builder().build()?;
+/// let monitor = HealthMonitor::builder()
+///     .check(CacheCheck::from(&cache).non_critical())
+///     .build();
+/// # let _ = monitor;
+/// # Ok(())
+/// # }
+/// ```
+#[cfg(feature = "cache")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
+#[must_use]
+pub struct CacheCheck {
+    name: String,
+    critical: bool,
+    backend: std::sync::Arc<dyn crate::cache::Backend>,
+}
+
+#[cfg(feature = "cache")]
+impl CacheCheck {
+    /// A critical check named `cache` on `cache`'s backend.
+    pub fn new(cache: &crate::cache::Cache) -> Self {
+        Self {
+            name: String::from("cache"),
+            critical: true,
+            backend: std::sync::Arc::clone(cache.backend()),
+        }
+    }
+
+    /// Sets the name the result appears under. Defaults to `cache`.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Marks the check non-critical. Checks are critical by default.
+    pub fn non_critical(mut self) -> Self {
+        self.critical = false;
+        self
+    }
+}
+
+#[cfg(feature = "cache")]
+impl From<&crate::cache::Cache> for CacheCheck {
+    /// A critical check named `cache`, as [`CacheCheck::new`].
+    fn from(cache: &crate::cache::Cache) -> Self {
+        Self::new(cache)
+    }
+}
+
+#[cfg(feature = "cache")]
+impl fmt::Debug for CacheCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CacheCheck")
+            .field("name", &self.name)
+            .field("critical", &self.critical)
+            .field("backend", &self.backend)
+            .finish()
+    }
+}
+
+#[cfg(feature = "cache")]
+#[async_trait]
+impl HealthCheck for CacheCheck {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn critical(&self) -> bool {
+        self.critical
+    }
+
+    async fn check(&self) -> Result<(), CheckError> {
+        self.backend
+            .ping()
+            .await
+            .map_err(|error| CheckError::failed("cache PING", error))
     }
 }
 

@@ -118,5 +118,9 @@ pub use self::check::SqlCheck;
 #[doc(inline)]
 pub use self::check::RedisCheck;
 
+#[cfg(feature = "cache")]
+#[doc(inline)]
+pub use self::check::CacheCheck;
+
 /// The attribute that makes `async fn` usable in a [`HealthCheck`] implementation.
 pub use async_trait::async_trait;

@@ -1,0 +1,180 @@
+//! The Redis and tiered backends beside their anchors, in one run:
+//!
+//! - `cache_redis_hit`: a `Cache::get` hit on the Redis backend of an entry with two tags
+//!   (one `EVALSHA` that checks both epochs, then decoding) against a raw `GET` of the
+//!   same stored bytes through the same `RedisHandle` (goal: at most 1.3×), and against
+//!   `raw_get_decode`, a hand-written cache read: `GET` of the value's MessagePack and
+//!   decoding it, no tags;
+//! - `cache_tiered_hit`: a tiered L1 hit against a memory-backend hit, same value.
+//!
+//! Skipped, with a line saying so, when `REDIS_URL` is unset or the `redis` feature is off.
+
+/// Adds the Redis and tiered groups to `c`, or prints why they are skipped.
+pub(crate) fn run(c: &mut criterion::Criterion, rt: &tokio::runtime::Runtime) {
+    #[cfg(feature = "redis")]
+    with_redis::run(c, rt);
+    #[cfg(not(feature = "redis"))]
+    {
+        let _ = (c, rt);
+        println!("skipped cache Redis benches: the `redis` feature is off");
+    }
+}
+
+#[cfg(feature = "redis")]
+mod with_redis {
+
+use std::{hint::black_box, time::Duration};
+
+use criterion::Criterion;
+use perfkit::{
+    cache::{Cache, EntryOptions, MemoryBackend, RedisBackend, TieredBackend},
+    pool::RedisPoolBuilder,
+};
+use redis::AsyncCommands;
+use tokio::runtime::Runtime;
+
+use super::super::records::{Record, records};
+use crate::support::print_ratios;
+
+pub(super) fn run(c: &mut Criterion, runtime: &Runtime) {
+    let Some(url) = std::env::var("REDIS_URL")
+        .ok()
+        .filter(|url| !url.trim().is_empty())
+    else {
+        println!("skipped cache Redis benches: REDIS_URL is not set");
+        return;
+    };
+    let prefix = format!("bench{}", std::process::id());
+    let value = records();
+    let options = EntryOptions::new()
+        .ttl(Duration::from_secs(600))
+        .tags(["users", "stats"])
+        .no_early_refresh();
+
+    let (handle, redis_cache, tiered, tiered_cache, memory_cache) = runtime.block_on(async {
+        let handle = RedisPoolBuilder::new(url.as_str())
+            .build()
+            .await
+            .expect("REDIS_URL answers");
+        let redis_cache = Cache::builder()
+            .prefix(prefix.as_str())
+            .backend(RedisBackend::new(handle.clone()))
+            .build()
+            .expect("a cache");
+        let tiered = TieredBackend::builder(
+            RedisBackend::new(handle.clone()),
+            redis::Client::open(url.as_str()).expect("a Redis URL"),
+        )
+        .build();
+        let tiered_cache = Cache::builder()
+            .prefix(prefix.as_str())
+            .backend(tiered.clone())
+            .build()
+            .expect("a cache");
+        let memory_cache = Cache::builder()
+            .prefix(prefix.as_str())
+            .backend(MemoryBackend::new())
+            .build()
+            .expect("a cache");
+        (handle, redis_cache, tiered, tiered_cache, memory_cache)
+    });
+
+    let raw_key = format!("{{{prefix}}}:raw");
+    let packed_key = format!("{{{prefix}}}:packed");
+    runtime.block_on(async {
+        redis_cache
+            .set("records", &value, options.clone())
+            .await
+            .expect("set");
+        memory_cache
+            .set("records", &value, options.clone())
+            .await
+            .expect("set");
+        // The anchor reads the very bytes the cache stored.
+        let mut conn = handle.connection();
+        let stored: Vec<u8> = conn
+            .get(format!("{{{prefix}}}:k:records"))
+            .await
+            .expect("the stored entry");
+        let () = conn.set(&raw_key, stored).await.expect("set raw");
+        let packed = rmp_serde::to_vec_named(&value).expect("MessagePack");
+        let () = conn.set(&packed_key, packed).await.expect("set packed");
+        // Fill the tiered L1 once the subscription is up.
+        let _ = tiered_cache.get::<Vec<Record>>("records").await;
+        while !tiered.is_subscribed() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let _ = tiered_cache.get::<Vec<Record>>("records").await;
+        assert!(!tiered.l1().is_empty(), "the tiered L1 holds the entry");
+    });
+
+    let group_name = "cache_redis_hit";
+    let mut group = c.benchmark_group(group_name);
+    group.bench_function("raw_get", |b| {
+        let conn = handle.connection();
+        b.to_async(runtime).iter(|| {
+            let mut conn = conn.clone();
+            let key = raw_key.as_str();
+            async move {
+                let bytes: Vec<u8> = conn.get(key).await.expect("GET");
+                black_box(bytes)
+            }
+        });
+    });
+    group.bench_function("raw_get_decode", |b| {
+        let conn = handle.connection();
+        b.to_async(runtime).iter(|| {
+            let mut conn = conn.clone();
+            let key = packed_key.as_str();
+            async move {
+                let bytes: Vec<u8> = conn.get(key).await.expect("GET");
+                let value: Vec<Record> = rmp_serde::from_slice(&bytes).expect("decode");
+                black_box(value)
+            }
+        });
+    });
+    group.bench_function("redis_hit_2_tags", |b| {
+        b.to_async(runtime).iter(|| async {
+            let found: Option<Vec<Record>> = redis_cache.get("records").await.expect("get");
+            black_box(found.expect("a hit"))
+        });
+    });
+    group.finish();
+    print_ratios(
+        group_name,
+        "raw_get",
+        &["raw_get_decode", "redis_hit_2_tags"],
+    );
+    print_ratios(group_name, "raw_get_decode", &["redis_hit_2_tags"]);
+
+    let group_name = "cache_tiered_hit";
+    let mut group = c.benchmark_group(group_name);
+    group.bench_function("memory_hit", |b| {
+        b.to_async(runtime).iter(|| async {
+            let found: Option<Vec<Record>> = memory_cache.get("records").await.expect("get");
+            black_box(found.expect("a hit"))
+        });
+    });
+    group.bench_function("tiered_l1_hit", |b| {
+        b.to_async(runtime).iter(|| async {
+            let found: Option<Vec<Record>> = tiered_cache.get("records").await.expect("get");
+            black_box(found.expect("a hit"))
+        });
+    });
+    group.finish();
+    print_ratios(group_name, "memory_hit", &["tiered_l1_hit"]);
+
+    runtime.block_on(async {
+        let _ = redis_cache.invalidate_prefix("").await;
+        let mut conn = handle.connection();
+        let _: redis::RedisResult<i64> = conn
+            .del(&[
+                raw_key.clone(),
+                packed_key.clone(),
+                format!("{{{prefix}}}:t:users"),
+                format!("{{{prefix}}}:t:stats"),
+            ])
+            .await;
+    });
+}
+}
