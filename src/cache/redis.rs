@@ -557,7 +557,7 @@ fn decode_entry(blob: Bytes) -> Option<Entry> {
         let len = u16::from_be_bytes(reader.array()?);
         let name = std::str::from_utf8(reader.take(usize::from(len))?).ok()?;
         let epoch = Epoch::from_bytes(reader.take(16)?)?;
-        tags.push((Tag::from_storage(name.to_owned()), epoch));
+        tags.push((Tag::from_arc(name.into()), epoch));
     }
     let value = blob.slice(reader.pos..);
     Some(Entry {
@@ -707,7 +707,7 @@ mod tests {
     use super::*;
 
     fn tag(name: &str) -> Tag {
-        Tag::from_storage(format!("{{ns}}:t:{name}"))
+        Tag::from_arc(format!("{{ns}}:t:{name}").into())
     }
 
     #[test]

@@ -428,12 +428,15 @@ impl Coherence {
     async fn apply(&self, payload: &[u8]) {
         match Message::decode(payload) {
             Some((sender, _)) if sender == self.instance => {}
-            Some((_, Message::Key(key))) => self.drop_key(&Key::from_storage(key)).await,
+            Some((_, Message::Key(key))) => self.drop_key(&Key::from_arc(key.into())).await,
             Some((_, Message::Prefix(prefix))) => {
                 self.drop_prefix(&KeyPrefix::from_storage(prefix)).await;
             }
             Some((_, Message::Tags(tags))) => {
-                let tags: Vec<Tag> = tags.into_iter().map(Tag::from_storage).collect();
+                let tags: Vec<Tag> = tags
+                    .into_iter()
+                    .map(|tag| Tag::from_arc(tag.into()))
+                    .collect();
                 self.drop_tags(&tags).await;
             }
             // Something else publishes on the channel: drop everything rather than guess.
