@@ -10,6 +10,7 @@
 //! | `DB_POOL_SIZE`, `DB_MAX_OVERFLOW`, `DB_POOL_TIMEOUT`, `DB_POOL_RECYCLE`, `DB_QUERY_TIMEOUT` | see `perfkit::pool` | PostgreSQL pool knobs |
 //! | `REDIS_URL`, `REDIS_MAX_CONNECTIONS` | unset: no Redis | Redis handle |
 //! | `HEALTH_INTERVAL_SECS` | `60` | how often the health checks run in the background |
+//! | `CACHE_PREFIX`, `CACHE_DEFAULT_TTL` | `perfkit`, `300` | cache namespace and default TTL in seconds; the cache is in memory without `REDIS_URL`, tiered (in-process L1, Redis L2) with it |
 //! | `RUST_LOG` | `info` | log filter |
 //!
 //! | route | answer |
@@ -18,24 +19,37 @@
 //! | `GET /slow?ms=N` | sleeps N milliseconds, then answers `{"slept_ms":N}` |
 //! | `GET /big` | about 200 KB of JSON: varied user records |
 //! | `GET /metrics/timing` | per-route latency statistics as JSON |
+//! | `GET /stats` | an aggregate over the `/big` records that takes at least 20 ms to compute, cached 60 s under tag `stats`; `X-Cache: HIT` or `MISS` |
+//! | `POST /stats/invalidate` | invalidates tag `stats`: the next `GET /stats` computes anew |
+//! | `GET /metrics/cache` | cache statistics: hits, misses, stale serves, errors, get latency |
 //! | `GET /health` | health report from the background checks (database, Redis) |
 //! | `GET /health/ready`, `/health/live`, `/health/pools` | readiness, liveness, pool statistics |
 //!
 //! Every response carries `X-Process-Time` and `Server-Timing`; a request over its deadline
 //! is answered `504` with a JSON body; requests slower than one second are logged.
 
-use std::{error::Error, net::SocketAddr, time::Duration};
+use std::{
+    collections::BTreeMap,
+    error::Error,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use axum::{
     Json, Router,
     extract::{Query, State},
-    http::header,
-    response::IntoResponse,
-    routing::get,
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, post},
 };
 use bytes::Bytes;
 use perfkit::{
-    health::{HealthMonitor, RedisCheck, SqlCheck},
+    cache::{Cache, CacheBuilder, CacheStats, EntryOptions},
+    health::{CacheCheck, HealthMonitor, RedisCheck, SqlCheck},
     pool::{PgPoolBuilder, RedisHandle, RedisPoolBuilder, SqlitePoolBuilder},
     timeout::TimeoutLayer,
     timing::{TimingLayer, TimingSnapshot, TimingStats},
@@ -55,6 +69,8 @@ pub(crate) struct Config {
     pub(crate) redis: Option<RedisPoolBuilder>,
     /// `HEALTH_INTERVAL_SECS`.
     pub(crate) health_interval: Duration,
+    /// `CACHE_PREFIX`, `CACHE_DEFAULT_TTL` and, for a tiered cache, `REDIS_URL`.
+    pub(crate) cache: CacheBuilder,
 }
 
 /// The database the app's pool connects to.
@@ -97,6 +113,7 @@ impl Config {
             database,
             redis,
             health_interval,
+            cache: CacheBuilder::from_env()?,
         })
     }
 
@@ -109,6 +126,7 @@ impl Config {
             database: Database::Sqlite(SqlitePoolBuilder::new("sqlite::memory:")),
             redis: None,
             health_interval: Duration::from_secs(60),
+            cache: CacheBuilder::new(),
         }
     }
 }
@@ -117,6 +135,7 @@ impl Config {
 struct AppState {
     timing: TimingStats,
     big: Bytes,
+    cache: Cache,
 }
 
 /// The router with every layer applied, as served by `main`: builds the pools, runs the
@@ -143,11 +162,14 @@ pub(crate) async fn app(config: Config) -> Result<Router, Box<dyn Error>> {
             .check(RedisCheck::from(&redis))
             .pools("redis", move || redis.stats());
     }
-    let health = health.build();
+    let cache = config.cache.build()?;
+    let health = health
+        .check(CacheCheck::from(&cache).non_critical())
+        .build();
     health.start().await;
 
     let timing = TimingLayer::new().server_timing(true);
-    Ok(routes(timing.stats())
+    Ok(routes(timing.stats(), cache)
         .nest_service("/health", health.service())
         // Added last, so it runs first: 504s are timed and logged too.
         .layer(config.timeout)
@@ -157,19 +179,24 @@ pub(crate) async fn app(config: Config) -> Result<Router, Box<dyn Error>> {
 /// The same routes without any perfkit layer: the "before" of `examples/showcase.rs`.
 #[allow(dead_code)]
 pub(crate) fn bare_app() -> Router {
-    routes(TimingStats::new())
+    let cache = Cache::builder().build().expect("the default cache builds");
+    routes(TimingStats::new(), cache)
 }
 
-fn routes(timing: TimingStats) -> Router {
+fn routes(timing: TimingStats, cache: Cache) -> Router {
     let state = AppState {
         timing,
         big: big_json(),
+        cache,
     };
     Router::new()
         .route("/hello", get(hello))
         .route("/slow", get(slow))
         .route("/big", get(big))
         .route("/metrics/timing", get(metrics_timing))
+        .route("/stats", get(stats))
+        .route("/stats/invalidate", post(invalidate_stats))
+        .route("/metrics/cache", get(metrics_cache))
         .with_state(state)
 }
 
@@ -201,6 +228,111 @@ async fn big(State(state): State<AppState>) -> impl IntoResponse {
 
 async fn metrics_timing(State(state): State<AppState>) -> Json<TimingSnapshot> {
     Json(state.timing.snapshot())
+}
+
+async fn metrics_cache(State(state): State<AppState>) -> Json<CacheStats> {
+    Json(state.cache.stats())
+}
+
+/// The cache key and tag of `GET /stats`.
+const STATS_KEY: &str = "stats";
+const STATS_TAG: &str = "stats";
+/// How long `GET /stats` is served from the cache.
+const STATS_TTL: Duration = Duration::from_secs(60);
+/// The least time computing `GET /stats` takes: it stands in for a slow report query.
+const STATS_MIN_COMPUTE: Duration = Duration::from_millis(20);
+
+/// `GET /stats`: an aggregate over the `/big` records.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct UserStats {
+    users: u64,
+    active: u64,
+    mean_age: f64,
+    total_balance_cents: i64,
+    by_country: BTreeMap<String, u64>,
+}
+
+/// Served from the cache when it holds the aggregate (`X-Cache: HIT`), else computed
+/// once, however many requests arrive together, and cached (`X-Cache: MISS`).
+async fn stats(State(state): State<AppState>) -> Response {
+    let computed = Arc::new(AtomicBool::new(false));
+    let options = EntryOptions::new().ttl(STATS_TTL).tag(STATS_TAG);
+    let big = state.big.clone();
+    let flag = Arc::clone(&computed);
+    let result = state
+        .cache
+        .get_or_compute(STATS_KEY, options, move || async move {
+            flag.store(true, Ordering::Relaxed);
+            compute_stats(&big).await
+        })
+        .await;
+    match result {
+        Ok(stats) => {
+            let outcome = if computed.load(Ordering::Relaxed) {
+                "MISS"
+            } else {
+                "HIT"
+            };
+            ([("x-cache", outcome)], Json(stats)).into_response()
+        }
+        Err(error) => {
+            tracing::error!(%error, "GET /stats could not be computed");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Json(serde_json::json!({
+                    "error": "stats_failed",
+                    "message": "the statistics could not be computed",
+                })),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// Reads the `/big` records back and aggregates them; never returns in under
+/// [`STATS_MIN_COMPUTE`].
+async fn compute_stats(big: &[u8]) -> Result<UserStats, serde_json::Error> {
+    #[derive(Deserialize)]
+    struct Row {
+        age: u8,
+        balance_cents: i64,
+        active: bool,
+        country: String,
+    }
+    let done_at = tokio::time::Instant::now() + STATS_MIN_COMPUTE;
+    let rows: Vec<Row> = serde_json::from_slice(big)?;
+    let mut by_country = BTreeMap::new();
+    for row in &rows {
+        *by_country.entry(row.country.clone()).or_insert(0) += 1;
+    }
+    let users = rows.len() as u64;
+    let stats = UserStats {
+        users,
+        active: rows.iter().filter(|row| row.active).count() as u64,
+        mean_age: rows.iter().map(|row| f64::from(row.age)).sum::<f64>() / users.max(1) as f64,
+        total_balance_cents: rows.iter().map(|row| row.balance_cents).sum(),
+        by_country,
+    };
+    tokio::time::sleep_until(done_at).await;
+    Ok(stats)
+}
+
+/// `POST /stats/invalidate`: one write, whatever the number of entries tagged `stats`.
+async fn invalidate_stats(State(state): State<AppState>) -> Response {
+    match state.cache.invalidate_tags(&[STATS_TAG]).await {
+        Ok(()) => Json(serde_json::json!({ "invalidated": [STATS_TAG] })).into_response(),
+        Err(error) => {
+            tracing::warn!(%error, "the cache could not invalidate tag stats");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(serde_json::json!({
+                    "error": "cache_unavailable",
+                    "message": "the cache could not be reached; the tag was not invalidated",
+                })),
+            )
+                .into_response()
+        }
+    }
 }
 
 /// One user record of the `/big` payload.
@@ -529,6 +661,77 @@ mod tests {
             pools["database"]["max"], 1,
             "in-memory SQLite keeps one connection"
         );
+    }
+
+    async fn post(app: &Router, uri: &str) -> (http::StatusCode, Bytes) {
+        let response = app
+            .clone()
+            .oneshot(http::Request::post(uri).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        (
+            status,
+            response.into_body().collect().await.unwrap().to_bytes(),
+        )
+    }
+
+    #[tokio::test]
+    async fn stats_are_cached_until_their_tag_is_invalidated() {
+        let app = embedded(Duration::from_secs(30)).await;
+        tokio::time::pause();
+
+        let (status, headers, first) = get(&app, "/stats").await;
+        assert_eq!(status, 200);
+        assert_eq!(headers["x-cache"], "MISS");
+        assert_ms_between(&headers, 20.0, 21.0);
+        let stats: UserStats = serde_json::from_slice(&first).unwrap();
+        assert!(stats.users > 400, "{stats:?}");
+        assert_eq!(stats.by_country.values().sum::<u64>(), stats.users);
+
+        let (status, headers, again) = get(&app, "/stats").await;
+        assert_eq!(status, 200);
+        assert_eq!(headers["x-cache"], "HIT");
+        assert_ms_between(&headers, 0.0, 1.0);
+        assert_eq!(again, first);
+
+        let (status, body) = post(&app, "/stats/invalidate").await;
+        assert_eq!(status, 200);
+        assert_eq!(body, r#"{"invalidated":["stats"]}"#);
+        let (_, headers, recomputed) = get(&app, "/stats").await;
+        assert_eq!(headers["x-cache"], "MISS");
+        assert_eq!(recomputed, first);
+
+        tokio::time::advance(STATS_TTL).await;
+        let (_, headers, _) = get(&app, "/stats").await;
+        assert_eq!(headers["x-cache"], "MISS", "expired after 60 s");
+
+        let (_, _, body) = get(&app, "/metrics/cache").await;
+        let metrics: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(metrics["hits"], 1, "{metrics}");
+        assert_eq!(metrics["computations"], 3, "{metrics}");
+    }
+
+    #[tokio::test]
+    async fn concurrent_stats_requests_compute_once() {
+        let app = embedded(Duration::from_secs(30)).await;
+        tokio::time::pause();
+        let requests = (0..20).map(|_| {
+            let app = app.clone();
+            tokio::spawn(async move { get(&app, "/stats").await.1 })
+        });
+        let mut misses = 0;
+        for request in requests.collect::<Vec<_>>() {
+            let headers = request.await.unwrap();
+            misses += usize::from(headers["x-cache"] == "MISS");
+        }
+        assert_eq!(
+            misses, 1,
+            "one request computed, the others shared its result"
+        );
+        let (_, _, body) = get(&app, "/metrics/cache").await;
+        let metrics: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(metrics["computations"], 1, "{metrics}");
     }
 
     #[tokio::test]
