@@ -33,5 +33,5 @@ pub use self::{
     error::{Error, Result},
     policy::{MAX_QUOTAS, Policy},
     quota::Quota,
-    store::{Check, Decision, Key, Source, Store},
+    store::{Check, Decision, Key, MemoryStore, MemoryStoreBuilder, Source, Store},
 };

@@ -347,3 +347,95 @@ fn parse_period(text: &str) -> std::result::Result<u64, &'static str> {
         .filter(|ms| *ms <= MAX_PERIOD_MS)
         .ok_or("the period must be at most 366 days")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(input: &str) -> Quota {
+        input
+            .parse()
+            .unwrap_or_else(|error| panic!("{input}: {error}"))
+    }
+
+    #[test]
+    fn parses_what_people_write() {
+        assert_eq!(ok("100/minute"), Quota::per_minute(100));
+        assert_eq!(ok("10/second"), Quota::per_second(10));
+        assert_eq!(ok("1000/hour"), Quota::per_hour(1000));
+        assert_eq!(ok("5000/day"), Quota::per_day(5000));
+        assert_eq!(
+            ok("20/30s"),
+            Quota::new(20, Duration::from_secs(30)).unwrap()
+        );
+        assert_eq!(ok(" 20 / 30 Seconds "), ok("20/30s"));
+        assert_eq!(ok("10 per second"), Quota::per_second(10));
+        assert_eq!(ok("3/1500ms").period(), Duration::from_millis(1500));
+        assert_eq!(ok("5/2h").period(), Duration::from_secs(7200));
+        assert_eq!(ok("100/m"), Quota::per_minute(100));
+        assert_eq!(
+            ok("100/minute burst 20"),
+            Quota::per_minute(100).with_burst(20)
+        );
+        assert_eq!(ok("100/MINUTE Burst=20").burst(), 20);
+    }
+
+    #[test]
+    fn display_round_trips() {
+        for input in [
+            "100/minute",
+            "20/30s",
+            "3/1500ms",
+            "5/2h",
+            "7/3d",
+            "100/minute burst 20",
+        ] {
+            assert_eq!(ok(input).to_string(), input);
+            assert_eq!(ok(&ok(input).to_string()), ok(input));
+        }
+    }
+
+    #[test]
+    fn rejects_bad_input_with_a_reason() {
+        for (input, reason) in [
+            ("", "empty"),
+            ("100", "separated by `/`"),
+            ("0/minute", "at least 1"),
+            ("100/0s", "not be zero"),
+            ("100/fortnight", "unit must be one of"),
+            ("-1/second", "whole number"),
+            ("1.5/second", "whole number"),
+            ("99999999999/second", "whole number"),
+            ("2000000/second", "at least 1 µs per request"),
+            ("1/400d", "366 days"),
+            ("100/minute burst", "burst must be a whole number"),
+            ("100/minute burst 0", "burst must be at least 1"),
+            (
+                "10/minute burst 99999999999",
+                "burst must be a whole number",
+            ),
+        ] {
+            let error = input.parse::<Quota>().unwrap_err().to_string();
+            assert!(error.contains(reason), "{input:?}: {error}");
+            assert!(error.contains("100/minute"), "{input:?}: {error}");
+        }
+        let long = "9".repeat(10_000);
+        assert!(long.parse::<Quota>().unwrap_err().to_string().len() < 400);
+        assert!("١٠/second".parse::<Quota>().is_err());
+    }
+
+    #[test]
+    fn constructors_validate() {
+        assert!(Quota::new(0, Duration::from_secs(1)).is_err());
+        assert!(Quota::new(1, Duration::ZERO).is_err());
+        assert!(Quota::new(1, Duration::from_micros(1500)).is_err());
+        assert!(Quota::per_second(1).try_with_burst(0).is_err());
+        assert_eq!(Quota::per_second(10).interval_micros(), 100_000);
+        assert_eq!(
+            Quota::new(7, Duration::from_secs(1))
+                .unwrap()
+                .interval_micros(),
+            142_857
+        );
+    }
+}

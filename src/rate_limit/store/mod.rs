@@ -12,6 +12,10 @@ use std::{
 
 use sha2::{Digest, Sha256};
 
+mod memory;
+
+pub use self::memory::{MemoryStore, MemoryStoreBuilder};
+
 use super::{error::Result, policy::Policy, quota::Quota};
 
 /// Longest text a [`Key::text`] keeps as it is; longer texts are hashed.
