@@ -201,6 +201,13 @@ impl fmt::Debug for Policy {
     }
 }
 
+/// A policy of one quota, as [`Policy::new`] builds it.
+impl From<Quota> for Policy {
+    fn from(quota: Quota) -> Self {
+        Self::new(quota)
+    }
+}
+
 /// Reads one or more [`Quota`]s separated by commas or semicolons, such as
 /// `10/second, 1000/hour`, decided by [`Algorithm::Gcra`].
 impl FromStr for Policy {
