@@ -22,8 +22,14 @@
 mod algorithm;
 mod clock;
 mod error;
+mod future;
+mod headers;
+mod key;
+mod layer;
 mod policy;
 mod quota;
+mod service;
+mod stats;
 mod store;
 
 #[doc(inline)]
@@ -31,7 +37,17 @@ pub use self::{
     algorithm::Algorithm,
     clock::{Clock, ManualClock, SystemClock},
     error::{Error, Result},
+    future::ResponseFuture,
+    headers::RateLimitHeaders,
+    key::{
+        ClientIp, DEFAULT_IPV6_PREFIX, DEFAULT_MAX_HOPS, ExtensionKey, ForwardedHeader, Global,
+        HeaderKey, KeyExtractor, Or, ParseTrustedProxiesError, PeerIp, PeerLookup, TrustedProxies,
+        default_peer,
+    },
+    layer::{CostFor, DEFAULT_RATE_LIMIT, MissingKey, PolicyFor, RateLimitLayer, RoutePolicy},
     policy::{MAX_QUOTAS, Policy},
     quota::Quota,
+    service::RateLimit,
+    stats::{RateLimitCounters, RateLimitSnapshot},
     store::{Check, Decision, Key, MemoryStore, MemoryStoreBuilder, Source, Store},
 };
