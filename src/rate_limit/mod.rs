@@ -35,3 +35,8 @@ pub use self::{
     quota::Quota,
     store::{Check, Decision, Key, MemoryStore, MemoryStoreBuilder, Source, Store},
 };
+
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+#[doc(inline)]
+pub use self::store::{Fallback, RedisStore, RedisStoreBuilder};
