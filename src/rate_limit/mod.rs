@@ -51,3 +51,8 @@ pub use self::{
     stats::{RateLimitCounters, RateLimitSnapshot},
     store::{Check, Decision, Key, MemoryStore, MemoryStoreBuilder, Source, Store},
 };
+
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+#[doc(inline)]
+pub use self::store::{Fallback, RedisStore, RedisStoreBuilder};

@@ -12,9 +12,18 @@ use std::{
 
 use sha2::{Digest, Sha256};
 
+#[cfg(feature = "redis")]
+mod fallback;
 mod memory;
+#[cfg(feature = "redis")]
+mod redis;
 
 pub use self::memory::{MemoryStore, MemoryStoreBuilder};
+#[cfg(feature = "redis")]
+pub use self::{
+    fallback::Fallback,
+    redis::{RedisStore, RedisStoreBuilder},
+};
 
 use super::{error::Result, policy::Policy, quota::Quota};
 
