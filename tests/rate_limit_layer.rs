@@ -563,3 +563,71 @@ async fn from_env_defaults_to_100_per_minute_by_client_ip() {
     let layer = RateLimitLayer::from_env().unwrap();
     assert_eq!(layer.policy().quotas(), [Quota::per_minute(100)]);
 }
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_layers_sharing_redis_never_admit_more_than_the_quota() {
+    use perfkit::{pool::RedisPoolBuilder, rate_limit::RedisStore};
+
+    let Some(redis) =
+        support::redis("two_layers_sharing_redis_never_admit_more_than_the_quota").await
+    else {
+        return;
+    };
+    const QUOTA: u32 = 50;
+    const TASKS_PER_LAYER: usize = 16;
+    const REQUESTS_PER_TASK: usize = 20;
+
+    // Two servers: separate handles, stores and layers, one Redis and one prefix.
+    let mut layers = Vec::new();
+    for _ in 0..2 {
+        let handle = RedisPoolBuilder::new(&redis.url).build().await.unwrap();
+        // A generous deadline: this test is about atomicity, not about the insurance.
+        let store = RedisStore::builder(handle)
+            .prefix(&redis.prefix)
+            .timeout(Duration::from_secs(2))
+            .build();
+        layers.push(RateLimitLayer::with_store(Quota::per_day(QUOTA), store));
+    }
+
+    let mut tasks = Vec::new();
+    for layer in &layers {
+        for _ in 0..TASKS_PER_LAYER {
+            let mut service = layer.layer(service_fn(ok));
+            tasks.push(tokio::spawn(async move {
+                let mut allowed = 0;
+                for _ in 0..REQUESTS_PER_TASK {
+                    let answer = send(&mut service, request("/", "203.0.113.50:1", &[])).await;
+                    match answer.status {
+                        StatusCode::OK => allowed += 1,
+                        StatusCode::TOO_MANY_REQUESTS => {}
+                        other => panic!("unexpected status {other}"),
+                    }
+                }
+                allowed
+            }));
+        }
+    }
+    let mut allowed = 0;
+    for task in tasks {
+        allowed += task.await.unwrap();
+    }
+    assert_eq!(
+        allowed, QUOTA as usize,
+        "exactly the quota across both layers"
+    );
+    let (a, b) = (
+        layers[0].counters().snapshot(),
+        layers[1].counters().snapshot(),
+    );
+    assert_eq!(a.allowed + b.allowed, u64::from(QUOTA));
+    assert_eq!(
+        a.refused + b.refused,
+        (2 * TASKS_PER_LAYER * REQUESTS_PER_TASK) as u64 - u64::from(QUOTA)
+    );
+    assert_eq!(
+        a.fallback + b.fallback + a.store_errors + b.store_errors,
+        0,
+        "decided by Redis"
+    );
+}
