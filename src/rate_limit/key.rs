@@ -105,12 +105,24 @@ impl PeerIp {
         self
     }
 
-    /// Reads the peer address with `lookup` instead of the default, for instance from
-    /// tonic's connection info:
+    /// Reads the peer address with `lookup` instead of the default, for a server that puts
+    /// another connection type in the extensions:
     ///
-    /// ```ignore
-    /// PeerIp::new().peer_from(|ext| ext.get::<tonic::transport::server::TcpConnectInfo>()?.remote_addr())
     /// ```
+    /// use std::net::SocketAddr;
+    /// use perfkit::rate_limit::PeerIp;
+    ///
+    /// #[derive(Clone)]
+    /// struct TlsConnectInfo {
+    ///     remote: SocketAddr,
+    /// }
+    ///
+    /// let peer = PeerIp::new().peer_from(|ext| ext.get::<TlsConnectInfo>().map(|info| info.remote));
+    /// # let _ = peer;
+    /// ```
+    ///
+    /// Under tonic, the lookup is
+    /// `|ext| ext.get::<tonic::transport::server::TcpConnectInfo>()?.remote_addr()`.
     #[must_use]
     pub const fn peer_from(mut self, lookup: PeerLookup) -> Self {
         self.lookup = lookup;
