@@ -47,11 +47,12 @@ pin_project! {
     where
         S: Service<Request<B>>,
     {
-        /// Waiting on a store that does I/O.
+        /// Waiting on a store that does I/O. Boxed, so that the request it holds does not
+        /// make every future of the layer larger (the store's I/O allocates anyway).
         Checking {
             #[pin]
             check: Check,
-            pending: Option<Pending<S, B>>,
+            pending: Option<Box<Pending<S, B>>>,
         },
         /// Waiting on the inner service.
         Inner {
@@ -100,7 +101,7 @@ where
         Self {
             state: State::Checking {
                 check,
-                pending: Some(pending),
+                pending: Some(Box::new(pending)),
             },
         }
     }
@@ -149,7 +150,7 @@ where
                         config,
                         policy,
                         key,
-                    } = pending
+                    } = *pending
                         .take()
                         .expect("rate_limit ResponseFuture polled after completion");
                     match verdict(&config, &policy, &key, result) {

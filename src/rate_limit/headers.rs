@@ -2,7 +2,7 @@
 
 use std::{sync::OnceLock, time::Duration};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, header::RETRY_AFTER};
 
 use super::{Decision, Policy};
@@ -63,15 +63,27 @@ pub(super) static X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-rat
 pub(super) static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 pub(super) static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 
-/// The header values of one decision, computed when it is made and written on the response.
-#[derive(Debug, Clone, Default)]
+/// The figures of one decision, kept small while the inner service runs and turned into
+/// headers on its response.
+#[derive(Debug, Clone)]
 pub(super) struct Stamp {
-    limit: Option<HeaderValue>,
-    remaining: Option<HeaderValue>,
-    reset: Option<HeaderValue>,
-    policy: Option<HeaderValue>,
-    ratelimit: Option<HeaderValue>,
-    retry_after: Option<HeaderValue>,
+    families: RateLimitHeaders,
+    limit: u32,
+    remaining: u32,
+    reset: u64,
+    /// Seconds, on refusals.
+    retry_after: Option<u64>,
+    /// For the draft fields: the policy, the binding quota's position in it, its cached
+    /// `RateLimit-Policy` value when it is the layer's default, and the partition key.
+    draft: Option<Draft>,
+}
+
+#[derive(Debug, Clone)]
+struct Draft {
+    policy: Policy,
+    index: usize,
+    value: Option<HeaderValue>,
+    pk: u64,
 }
 
 impl Stamp {
@@ -85,24 +97,24 @@ impl Stamp {
         policy_value: Option<&HeaderValue>,
         pk: u64,
     ) -> Self {
-        let reset = ceil_secs(decision.reset);
-        let mut stamp = Self::default();
-        if families.legacy {
-            stamp.limit = Some(int(u64::from(decision.limit)));
-            stamp.remaining = Some(int(u64::from(decision.remaining)));
-            stamp.reset = Some(int(reset));
+        let draft = families.draft.then(|| Draft {
+            policy: policy.clone(),
+            index: policy
+                .quotas()
+                .iter()
+                .position(|quota| *quota == decision.quota)
+                .unwrap_or(0),
+            value: policy_value.cloned(),
+            pk,
+        });
+        Self {
+            families,
+            limit: decision.limit,
+            remaining: decision.remaining,
+            reset: ceil_secs(decision.reset),
+            retry_after: (!decision.allowed).then(|| retry_after_secs(decision)),
+            draft,
         }
-        if families.draft {
-            stamp.policy = Some(match policy_value {
-                Some(value) => value.clone(),
-                None => policy_header(policy),
-            });
-            stamp.ratelimit = Some(ratelimit_header(policy, decision, reset, pk));
-        }
-        if !decision.allowed {
-            stamp.retry_after = Some(int(retry_after_secs(decision)));
-        }
-        stamp
     }
 
     /// Drops `Retry-After`, for a refusal shadow mode lets through.
@@ -112,18 +124,30 @@ impl Stamp {
 
     /// Writes the headers into `headers`, replacing any of the same name.
     pub(super) fn apply(self, headers: &mut HeaderMap) {
-        let pairs = [
-            (&X_RATELIMIT_LIMIT, self.limit),
-            (&X_RATELIMIT_REMAINING, self.remaining),
-            (&X_RATELIMIT_RESET, self.reset),
-            (&RATELIMIT_POLICY, self.policy),
-            (&RATELIMIT, self.ratelimit),
-            (&RETRY_AFTER, self.retry_after),
-        ];
-        for (name, value) in pairs {
-            if let Some(value) = value {
-                headers.insert(name.clone(), value);
-            }
+        if self.families.legacy {
+            headers.insert(X_RATELIMIT_LIMIT.clone(), int(u64::from(self.limit)));
+            headers.insert(
+                X_RATELIMIT_REMAINING.clone(),
+                int(u64::from(self.remaining)),
+            );
+            headers.insert(X_RATELIMIT_RESET.clone(), int(self.reset));
+        }
+        if let Some(draft) = self.draft {
+            let value = draft.value.unwrap_or_else(|| policy_header(&draft.policy));
+            headers.insert(RATELIMIT_POLICY.clone(), value);
+            headers.insert(
+                RATELIMIT.clone(),
+                ratelimit_header(
+                    &draft.policy,
+                    draft.index,
+                    self.remaining,
+                    self.reset,
+                    draft.pk,
+                ),
+            );
+        }
+        if let Some(secs) = self.retry_after {
+            headers.insert(RETRY_AFTER, int(secs));
         }
     }
 }
@@ -142,74 +166,115 @@ pub(super) fn retry_after_secs(decision: &Decision) -> u64 {
 }
 
 /// Values below this come from a table built once, so the usual header values cost no
-/// allocation.
-const SMALL: u64 = 1024;
+/// allocation and no reference count.
+const SMALL: usize = 1024;
 
 /// A decimal header value.
 pub(super) fn int(n: u64) -> HeaderValue {
     static TABLE: OnceLock<Box<[HeaderValue]>> = OnceLock::new();
-    if n < SMALL {
-        let table = TABLE.get_or_init(|| (0..SMALL).map(HeaderValue::from).collect());
-        return table[n as usize].clone();
+    match usize::try_from(n) {
+        Ok(small) if small < SMALL => TABLE.get_or_init(small_ints)[small].clone(),
+        _ => HeaderValue::from(n),
     }
-    HeaderValue::from(n)
+}
+
+/// `0` to `1023` as values over one string that lives as long as the process (about 3 KiB,
+/// made once), so that each is static: cloning one copies a pointer.
+fn small_ints() -> Box<[HeaderValue]> {
+    let mut digits = String::with_capacity(4 * SMALL);
+    let mut ends = Vec::with_capacity(SMALL);
+    for n in 0..SMALL {
+        digits.push_str(itoa::Buffer::new().format(n));
+        ends.push(digits.len());
+    }
+    let digits: &'static str = Box::leak(digits.into_boxed_str());
+    let mut start = 0;
+    ends.into_iter()
+        .map(|end| {
+            let value = HeaderValue::from_static(&digits[start..end]);
+            start = end;
+            value
+        })
+        .collect()
+}
+
+/// Builds a header value of visible ASCII.
+struct Writer(Vec<u8>);
+
+impl Writer {
+    fn with_capacity(capacity: usize) -> Self {
+        Self(Vec::with_capacity(capacity))
+    }
+
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) {
+        self.0.extend_from_slice(bytes);
+    }
+
+    #[inline]
+    fn int(&mut self, n: u64) {
+        self.put(itoa::Buffer::new().format(n).as_bytes());
+    }
+
+    /// Everything written is visible ASCII or a space, so the value is always valid.
+    fn finish(self) -> HeaderValue {
+        HeaderValue::from_maybe_shared(Bytes::from(self.0))
+            .unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
 }
 
 /// `"name";q=100;w=60` for each quota of the policy; with several quotas each item is
 /// named after the policy and the quota's position, `"name.0"`, `"name.1"`.
 pub(super) fn policy_header(policy: &Policy) -> HeaderValue {
     let quotas = policy.quotas();
-    let mut out = BytesMut::with_capacity(quotas.len() * (policy.name().len() + 28));
+    let mut out = Writer::with_capacity(quotas.len() * (policy.name().len() + 32));
     for (i, quota) in quotas.iter().enumerate() {
         if i > 0 {
-            out.put_slice(b", ");
+            out.put(b", ");
         }
         item_name(&mut out, policy, i);
-        out.put_slice(b";q=");
-        put_int(&mut out, u64::from(quota.count()));
-        out.put_slice(b";w=");
-        put_int(&mut out, ceil_secs(quota.period()).max(1));
+        out.put(b";q=");
+        out.int(u64::from(quota.count()));
+        out.put(b";w=");
+        out.int(ceil_secs(quota.period()).max(1));
     }
-    value(out.freeze())
+    out.finish()
 }
 
-/// `"name";r=42;t=30;pk=:AAECAwQFBgc=:` for the binding quota of `decision`.
-fn ratelimit_header(policy: &Policy, decision: &Decision, reset: u64, pk: u64) -> HeaderValue {
-    let mut out = BytesMut::with_capacity(policy.name().len() + 48);
-    let index = policy
-        .quotas()
-        .iter()
-        .position(|quota| *quota == decision.quota)
-        .unwrap_or(0);
+/// `"name";r=42;t=30;pk=:AAECAwQFBgc=:` for the quota at `index` of the policy.
+fn ratelimit_header(
+    policy: &Policy,
+    index: usize,
+    remaining: u32,
+    reset: u64,
+    pk: u64,
+) -> HeaderValue {
+    let mut out = Writer::with_capacity(policy.name().len() + 56);
     item_name(&mut out, policy, index);
-    out.put_slice(b";r=");
-    put_int(&mut out, u64::from(decision.remaining));
-    out.put_slice(b";t=");
-    put_int(&mut out, reset);
-    out.put_slice(b";pk=:");
+    out.put(b";r=");
+    out.int(u64::from(remaining));
+    out.put(b";t=");
+    out.int(reset);
+    out.put(b";pk=:");
     put_base64(&mut out, &pk.to_be_bytes());
-    out.put_u8(b':');
-    value(out.freeze())
+    out.put(b":");
+    out.finish()
 }
 
 /// The quoted item name: policy names are ASCII letters, digits, `_`, `-` and `.`, so need
 /// no escaping.
-fn item_name(out: &mut BytesMut, policy: &Policy, index: usize) {
-    out.put_u8(b'"');
-    out.put_slice(policy.name().as_bytes());
+fn item_name(out: &mut Writer, policy: &Policy, index: usize) {
+    out.put(b"\"");
+    out.put(policy.name().as_bytes());
     if policy.quotas().len() > 1 {
-        out.put_u8(b'.');
-        put_int(out, index as u64);
+        out.put(b".");
+        out.int(index as u64);
     }
-    out.put_u8(b'"');
-}
-
-fn put_int(out: &mut BytesMut, n: u64) {
-    out.put_slice(itoa::Buffer::new().format(n).as_bytes());
+    out.put(b"\"");
 }
 
 /// Standard base64 with padding, as structured-field byte sequences are written.
-fn put_base64(out: &mut BytesMut, bytes: &[u8]) {
+fn put_base64(out: &mut Writer, bytes: &[u8]) {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     for chunk in bytes.chunks(3) {
         let b = [
@@ -219,18 +284,14 @@ fn put_base64(out: &mut BytesMut, bytes: &[u8]) {
         ];
         let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
         for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
-            if i <= chunk.len() {
-                out.put_u8(ALPHABET[(n >> shift & 63) as usize]);
+            let byte = if i <= chunk.len() {
+                ALPHABET[(n >> shift & 63) as usize]
             } else {
-                out.put_u8(b'=');
-            }
+                b'='
+            };
+            out.put(&[byte]);
         }
     }
-}
-
-/// Every byte written above is visible ASCII or a space.
-fn value(bytes: Bytes) -> HeaderValue {
-    HeaderValue::from_maybe_shared(bytes).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 #[cfg(test)]
@@ -297,9 +358,9 @@ mod tests {
             (&[0xfb, 0xff, 0x00, 1, 2, 3, 4, 5], "+/8AAQIDBAU="),
         ];
         for (input, expected) in cases {
-            let mut out = BytesMut::new();
+            let mut out = Writer::with_capacity(0);
             put_base64(&mut out, input);
-            assert_eq!(out, expected.as_bytes());
+            assert_eq!(out.0, expected.as_bytes());
         }
     }
 
