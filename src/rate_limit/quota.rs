@@ -56,7 +56,7 @@ impl Quota {
     /// 1 ms, over 366 days or not a whole number of milliseconds, or when the period leaves
     /// less than a microsecond per request.
     pub fn new(count: u32, period: Duration) -> Result<Self> {
-        if period.subsec_nanos() % 1_000_000 != 0 {
+        if !period.subsec_nanos().is_multiple_of(1_000_000) {
             return Err(Error::InvalidQuota(
                 "the period must be a whole number of milliseconds",
             ));
@@ -214,7 +214,7 @@ impl Quota {
     pub(crate) fn write_name(&self, out: &mut String) {
         use std::fmt::Write;
         let _ = write!(out, "q{}w", self.count);
-        if self.period_ms % 1000 == 0 {
+        if self.period_ms.is_multiple_of(1000) {
             let _ = write!(out, "{}", self.period_ms / 1000);
         } else {
             let _ = write!(out, "{}ms", self.period_ms);

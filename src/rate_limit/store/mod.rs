@@ -221,6 +221,7 @@ pub struct Decision {
     pub source: Source,
 }
 
+#[cfg(feature = "redis")]
 impl Decision {
     /// An admission made without consulting state, when a failed store fails open.
     pub(crate) fn fail_open(quota: Quota) -> Self {
