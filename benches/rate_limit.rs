@@ -5,9 +5,13 @@
 //!   from one thread and from two. Time per decision (wall time over all threads).
 //! - `rate_limit_redis`: a `RedisStore` decision (one `EVALSHA`) beside a raw `INCR` through
 //!   the same `RedisHandle`, from 50 concurrent tasks; skipped when `REDIS_URL` is unset.
+//! - `rate_limit_layer`, `rate_limit_layer_refusing`: the layer's added cost on a hello-world
+//!   service beside tower_governor's layer and a bare service (`rate_limit/layer.rs`).
 //!
 //! Run with `cargo bench --all-features --bench rate_limit`.
 
+#[path = "rate_limit/layer.rs"]
+mod layer;
 mod support;
 
 use std::{
@@ -204,6 +208,7 @@ fn main() {
     redis(&mut c);
     #[cfg(not(feature = "redis"))]
     println!("{REDIS}: skipped, the `redis` feature is off");
+    layer::bench(&mut c);
     c.final_summary();
 
     println!();
