@@ -67,8 +67,8 @@ pub(super) static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("rateli
 /// headers on its response.
 #[derive(Debug, Clone)]
 pub(super) struct Stamp {
-    families: RateLimitHeaders,
-    limit: u32,
+    /// `X-RateLimit-Limit`, when the legacy family is written.
+    limit: Option<HeaderValue>,
     remaining: u32,
     reset: u64,
     /// Seconds, on refusals.
@@ -87,29 +87,36 @@ struct Draft {
 }
 
 impl Stamp {
-    /// The headers `families` asks for, for `decision` under `policy`; `policy_value` is
-    /// the policy's cached `RateLimit-Policy` value when the caller has one. `pk` is the
-    /// partition key: an opaque digest of the client's key.
+    /// The headers `families` asks for, for `decision` under `policy`; `cached` holds the
+    /// policy's constant values when the caller has them. `pk` is the partition key: an
+    /// opaque digest of the client's key.
     pub(super) fn new(
         families: RateLimitHeaders,
         decision: &Decision,
         policy: &Policy,
-        policy_value: Option<&HeaderValue>,
+        cached: Option<&PolicyHeaders>,
         pk: u64,
     ) -> Self {
+        let index = policy
+            .quotas()
+            .iter()
+            .position(|quota| *quota == decision.quota)
+            .unwrap_or(0);
+        let limit = families.legacy.then(|| {
+            cached
+                .and_then(|cached| cached.limits.get(index))
+                .filter(|_| decision.limit == decision.quota.count())
+                .cloned()
+                .unwrap_or_else(|| int(u64::from(decision.limit)))
+        });
         let draft = families.draft.then(|| Draft {
             policy: policy.clone(),
-            index: policy
-                .quotas()
-                .iter()
-                .position(|quota| *quota == decision.quota)
-                .unwrap_or(0),
-            value: policy_value.cloned(),
+            index,
+            value: cached.map(|cached| cached.policy.clone()),
             pk,
         });
         Self {
-            families,
-            limit: decision.limit,
+            limit,
             remaining: decision.remaining,
             reset: ceil_secs(decision.reset),
             retry_after: (!decision.allowed).then(|| retry_after_secs(decision)),
@@ -124,8 +131,8 @@ impl Stamp {
 
     /// Writes the headers into `headers`, replacing any of the same name.
     pub(super) fn apply(self, headers: &mut HeaderMap) {
-        if self.families.legacy {
-            headers.insert(X_RATELIMIT_LIMIT.clone(), int(u64::from(self.limit)));
+        if let Some(limit) = self.limit {
+            headers.insert(X_RATELIMIT_LIMIT.clone(), limit);
             headers.insert(
                 X_RATELIMIT_REMAINING.clone(),
                 int(u64::from(self.remaining)),
@@ -148,6 +155,29 @@ impl Stamp {
         }
         if let Some(secs) = self.retry_after {
             headers.insert(RETRY_AFTER, int(secs));
+        }
+    }
+}
+
+/// The header values that depend only on a policy, built once for the layer's default
+/// policy.
+#[derive(Debug, Clone)]
+pub(super) struct PolicyHeaders {
+    /// `RateLimit-Policy`.
+    policy: HeaderValue,
+    /// `X-RateLimit-Limit` of each quota.
+    limits: Box<[HeaderValue]>,
+}
+
+impl PolicyHeaders {
+    pub(super) fn new(policy: &Policy) -> Self {
+        Self {
+            policy: policy_header(policy),
+            limits: policy
+                .quotas()
+                .iter()
+                .map(|quota| int(u64::from(quota.count())))
+                .collect(),
         }
     }
 }
@@ -412,6 +442,20 @@ mod tests {
         );
         assert_eq!(headers["retry-after"], "1");
         assert!(!headers.contains_key("x-ratelimit-limit"));
+    }
+
+    #[test]
+    fn cached_policy_values_match_built_ones() {
+        let policy = Policy::new(Quota::per_second(5000)).and(Quota::per_hour(90_000));
+        let cached = PolicyHeaders::new(&policy);
+        let mut d = decision(true, 4999, Duration::from_millis(1), None);
+        d.quota = policy.quotas()[1];
+        d.limit = 90_000;
+        let (mut with_cache, mut without) = (HeaderMap::new(), HeaderMap::new());
+        Stamp::new(RateLimitHeaders::ALL, &d, &policy, Some(&cached), 7).apply(&mut with_cache);
+        Stamp::new(RateLimitHeaders::ALL, &d, &policy, None, 7).apply(&mut without);
+        assert_eq!(with_cache, without);
+        assert_eq!(with_cache["x-ratelimit-limit"], "90000");
     }
 
     #[test]

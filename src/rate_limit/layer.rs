@@ -7,13 +7,13 @@ use std::{
     time::Duration,
 };
 
-use http::{HeaderValue, Request, StatusCode};
+use http::{Request, StatusCode};
 use ipnet::IpNet;
 use tower_layer::Layer;
 
 use super::{
     ClientIp, Key, MemoryStore, PeerIp, Policy, Quota, RateLimit, RateLimitCounters,
-    RateLimitHeaders, Store, headers::policy_header, key::canonical_net, stats::Throttle,
+    RateLimitHeaders, Store, headers::PolicyHeaders, key::canonical_net, stats::Throttle,
 };
 use crate::EnvError;
 
@@ -127,8 +127,8 @@ pub(super) struct State {
 pub(super) struct Config {
     pub(super) store: Arc<dyn Store>,
     pub(super) policy: Policy,
-    /// `RateLimit-Policy` of the default policy, built once.
-    pub(super) policy_value: HeaderValue,
+    /// The header values of the default policy, built once.
+    pub(super) policy_headers: PolicyHeaders,
     pub(super) allow_keys: HashSet<Key>,
     pub(super) allow_nets: Vec<IpNet>,
     pub(super) shadow: bool,
@@ -199,7 +199,7 @@ impl RateLimitLayer {
         Self {
             config: Arc::new(Config {
                 store: Arc::new(store),
-                policy_value: policy_header(&policy),
+                policy_headers: PolicyHeaders::new(&policy),
                 policy,
                 allow_keys: HashSet::new(),
                 allow_nets: Vec::new(),
@@ -306,7 +306,7 @@ impl<K, R, C> RateLimitLayer<K, R, C> {
     pub fn default_policy(mut self, policy: impl Into<Policy>) -> Self {
         let policy = policy.into();
         let config = self.config_mut();
-        config.policy_value = policy_header(&policy);
+        config.policy_headers = PolicyHeaders::new(&policy);
         config.policy = policy;
         self
     }

@@ -213,7 +213,7 @@ pub(super) fn verdict(
     } else {
         0
     };
-    let cached = (*policy == config.policy).then_some(&config.policy_value);
+    let cached = (*policy == config.policy).then_some(&config.policy_headers);
     let mut stamp = Stamp::new(config.headers, &decision, policy, cached, pk);
     if decision.allowed {
         state.counters.count(Event::Allowed);
