@@ -25,6 +25,16 @@ pub enum Error {
     #[error("invalid rate-limit policy: {0}")]
     InvalidPolicy(&'static str),
 
+    /// A trusted-proxy list holds an entry that is not an address or a CIDR range.
+    #[error(
+        "invalid trusted proxy `{entry}`: write trusted proxies as a comma-separated list of \
+         addresses or CIDR ranges, such as `10.0.0.0/8, 192.168.1.7, fd00::/8`"
+    )]
+    ParseTrustedProxies {
+        /// The entry at fault (cut to 64 bytes).
+        entry: String,
+    },
+
     /// Redis answered with an error, or could not be reached.
     #[cfg(feature = "redis")]
     #[error("the rate-limit store could not reach Redis: {0}")]
