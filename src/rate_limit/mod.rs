@@ -161,8 +161,7 @@ pub use self::{
     headers::RateLimitHeaders,
     key::{
         ClientIp, DEFAULT_IPV6_PREFIX, DEFAULT_MAX_HOPS, ExtensionKey, ForwardedHeader, Global,
-        HeaderKey, KeyExtractor, Or, ParseTrustedProxiesError, PeerIp, PeerLookup, TrustedProxies,
-        default_peer,
+        HeaderKey, KeyExtractor, Or, PeerIp, PeerLookup, TrustedProxies, default_peer,
     },
     layer::{CostFor, DEFAULT_RATE_LIMIT, MissingKey, PolicyFor, RateLimitLayer, RoutePolicy},
     policy::{MAX_QUOTAS, Policy},
