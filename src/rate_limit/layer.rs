@@ -188,7 +188,16 @@ impl RateLimitLayer {
     /// Limits each client, by its peer address, to `policy` in a new [`MemoryStore`].
     ///
     /// Anything that converts into a [`Policy`] works: a [`Quota`], or a `Policy` parsed
-    /// from a string such as `"100/minute"`.
+    /// from a string:
+    ///
+    /// ```
+    /// use perfkit::rate_limit::{Policy, Quota, RateLimitLayer};
+    ///
+    /// let per_ip = RateLimitLayer::new(Quota::per_minute(100));
+    /// let layered = RateLimitLayer::new("10/second, 1000/hour".parse::<Policy>()?);
+    /// # let _ = (per_ip, layered);
+    /// # Ok::<_, perfkit::rate_limit::Error>(())
+    /// ```
     pub fn new(policy: impl Into<Policy>) -> Self {
         Self::with_store(policy, MemoryStore::new())
     }

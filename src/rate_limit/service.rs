@@ -22,6 +22,10 @@ use crate::body::ResponseBody;
 /// The service built by [`RateLimitLayer`]; see the [module docs](super).
 ///
 /// Services built from one layer, and their clones, share one budget.
+///
+/// The inner service must be `Clone` (axum routers, tonic services and `service_fn`s are):
+/// when the store has to wait (Redis), the inner service that was polled ready travels with
+/// the request until the decision, and a clone takes its place, as tower's docs prescribe.
 pub struct RateLimit<S, K, R = (), C = ()> {
     pub(super) inner: S,
     pub(super) config: Arc<Config>,
