@@ -336,13 +336,15 @@ mod tests {
         retry: Option<Duration>,
     ) -> Decision {
         let quota = Quota::per_minute(100);
-        let mut d = Decision::fail_open(quota);
-        d.allowed = allowed;
-        d.remaining = remaining;
-        d.reset = reset;
-        d.retry_after = retry;
-        d.source = Source::Store;
-        d
+        Decision {
+            allowed,
+            limit: quota.count(),
+            remaining,
+            reset,
+            retry_after: retry,
+            quota,
+            source: Source::Store,
+        }
     }
 
     #[test]
