@@ -1,6 +1,9 @@
 //! The rate-limit response headers, built without `format!`.
 
-use std::{sync::OnceLock, time::Duration};
+use std::{
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, header::RETRY_AFTER};
@@ -67,71 +70,87 @@ pub(super) static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("rateli
 /// headers on its response.
 #[derive(Debug, Clone)]
 pub(super) struct Stamp {
-    /// `X-RateLimit-Limit`, when the legacy family is written.
-    limit: Option<HeaderValue>,
+    legacy: bool,
+    draft: bool,
+    /// Position of the binding quota in the policy.
+    index: u8,
+    limit: u32,
     remaining: u32,
+    /// Seconds, rounded up.
     reset: u64,
-    /// Seconds, on refusals.
-    retry_after: Option<u64>,
-    /// For the draft fields: the policy, the binding quota's position in it, its cached
-    /// `RateLimit-Policy` value when it is the layer's default, and the partition key.
-    draft: Option<Draft>,
+    /// Seconds, on refusals; 0 otherwise (a refusal is never told 0).
+    retry_after: u64,
+    /// Partition key of the draft's `RateLimit` field.
+    pk: u64,
+    policy: PolicyRef,
 }
 
+/// The policy a decision was made under, with its prepared values when it is the layer's
+/// default.
 #[derive(Debug, Clone)]
-struct Draft {
-    policy: Policy,
-    index: usize,
-    value: Option<HeaderValue>,
-    pk: u64,
+pub(super) enum PolicyRef {
+    Default(Arc<PolicyHeaders>),
+    Other(Policy),
+}
+
+impl PolicyRef {
+    fn policy(&self) -> &Policy {
+        match self {
+            Self::Default(cached) => &cached.policy,
+            Self::Other(policy) => policy,
+        }
+    }
 }
 
 impl Stamp {
-    /// The headers `families` asks for, for `decision` under `policy`; `cached` holds the
-    /// policy's constant values when the caller has them. `pk` is the partition key: an
-    /// opaque digest of the client's key.
+    /// The headers `families` asks for, for `decision` under `policy`. `pk` is the
+    /// partition key: an opaque digest of the client's key.
     pub(super) fn new(
         families: RateLimitHeaders,
         decision: &Decision,
-        policy: &Policy,
-        cached: Option<&PolicyHeaders>,
+        policy: PolicyRef,
         pk: u64,
     ) -> Self {
         let index = policy
+            .policy()
             .quotas()
             .iter()
             .position(|quota| *quota == decision.quota)
             .unwrap_or(0);
-        let limit = families.legacy.then(|| {
-            cached
-                .and_then(|cached| cached.limits.get(index))
-                .filter(|_| decision.limit == decision.quota.count())
-                .cloned()
-                .unwrap_or_else(|| int(u64::from(decision.limit)))
-        });
-        let draft = families.draft.then(|| Draft {
-            policy: policy.clone(),
-            index,
-            value: cached.map(|cached| cached.policy.clone()),
-            pk,
-        });
         Self {
-            limit,
+            legacy: families.legacy,
+            draft: families.draft,
+            index: u8::try_from(index).unwrap_or(0),
+            limit: decision.limit,
             remaining: decision.remaining,
             reset: ceil_secs(decision.reset),
-            retry_after: (!decision.allowed).then(|| retry_after_secs(decision)),
-            draft,
+            retry_after: if decision.allowed {
+                0
+            } else {
+                retry_after_secs(decision)
+            },
+            pk,
+            policy,
         }
     }
 
     /// Drops `Retry-After`, for a refusal shadow mode lets through.
     pub(super) fn clear_retry_after(&mut self) {
-        self.retry_after = None;
+        self.retry_after = 0;
     }
 
     /// Writes the headers into `headers`, replacing any of the same name.
     pub(super) fn apply(self, headers: &mut HeaderMap) {
-        if let Some(limit) = self.limit {
+        let index = usize::from(self.index);
+        let cached = match &self.policy {
+            PolicyRef::Default(cached) => Some(&**cached),
+            PolicyRef::Other(_) => None,
+        };
+        if self.legacy {
+            let limit = cached
+                .and_then(|cached| cached.limits.get(index))
+                .filter(|limit| limit.count == self.limit)
+                .map_or_else(|| int(u64::from(self.limit)), |limit| limit.value.clone());
             headers.insert(X_RATELIMIT_LIMIT.clone(), limit);
             headers.insert(
                 X_RATELIMIT_REMAINING.clone(),
@@ -139,44 +158,50 @@ impl Stamp {
             );
             headers.insert(X_RATELIMIT_RESET.clone(), int(self.reset));
         }
-        if let Some(draft) = self.draft {
-            let value = draft.value.unwrap_or_else(|| policy_header(&draft.policy));
+        if self.draft {
+            let policy = self.policy.policy();
+            let value = cached.map_or_else(|| policy_header(policy), |c| c.value.clone());
             headers.insert(RATELIMIT_POLICY.clone(), value);
             headers.insert(
                 RATELIMIT.clone(),
-                ratelimit_header(
-                    &draft.policy,
-                    draft.index,
-                    self.remaining,
-                    self.reset,
-                    draft.pk,
-                ),
+                ratelimit_header(policy, index, self.remaining, self.reset, self.pk),
             );
         }
-        if let Some(secs) = self.retry_after {
-            headers.insert(RETRY_AFTER, int(secs));
+        if self.retry_after > 0 {
+            headers.insert(RETRY_AFTER, int(self.retry_after));
         }
     }
 }
 
 /// The header values that depend only on a policy, built once for the layer's default
 /// policy.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(super) struct PolicyHeaders {
+    policy: Policy,
     /// `RateLimit-Policy`.
-    policy: HeaderValue,
+    value: HeaderValue,
     /// `X-RateLimit-Limit` of each quota.
-    limits: Box<[HeaderValue]>,
+    limits: Box<[Limit]>,
+}
+
+#[derive(Debug)]
+struct Limit {
+    count: u32,
+    value: HeaderValue,
 }
 
 impl PolicyHeaders {
     pub(super) fn new(policy: &Policy) -> Self {
         Self {
-            policy: policy_header(policy),
+            policy: policy.clone(),
+            value: policy_header(policy),
             limits: policy
                 .quotas()
                 .iter()
-                .map(|quota| int(u64::from(quota.count())))
+                .map(|quota| Limit {
+                    count: quota.count(),
+                    value: int(u64::from(quota.count())),
+                })
                 .collect(),
         }
     }
@@ -405,8 +430,7 @@ mod tests {
         let stamp = Stamp::new(
             RateLimitHeaders::ALL,
             &d,
-            &policy,
-            None,
+            PolicyRef::Other(policy.clone()),
             0x0001_0203_0405_0607,
         );
         let mut headers = HeaderMap::new();
@@ -435,7 +459,13 @@ mod tests {
         );
         d.quota = policy.quotas()[1];
         let mut headers = HeaderMap::new();
-        Stamp::new(RateLimitHeaders::DRAFT, &d, &policy, None, 0).apply(&mut headers);
+        Stamp::new(
+            RateLimitHeaders::DRAFT,
+            &d,
+            PolicyRef::Other(policy.clone()),
+            0,
+        )
+        .apply(&mut headers);
         assert!(
             headers["ratelimit"]
                 .to_str()
@@ -454,8 +484,20 @@ mod tests {
         d.quota = policy.quotas()[1];
         d.limit = 90_000;
         let (mut with_cache, mut without) = (HeaderMap::new(), HeaderMap::new());
-        Stamp::new(RateLimitHeaders::ALL, &d, &policy, Some(&cached), 7).apply(&mut with_cache);
-        Stamp::new(RateLimitHeaders::ALL, &d, &policy, None, 7).apply(&mut without);
+        Stamp::new(
+            RateLimitHeaders::ALL,
+            &d,
+            PolicyRef::Default(Arc::new(cached)),
+            7,
+        )
+        .apply(&mut with_cache);
+        Stamp::new(
+            RateLimitHeaders::ALL,
+            &d,
+            PolicyRef::Other(policy.clone()),
+            7,
+        )
+        .apply(&mut without);
         assert_eq!(with_cache, without);
         assert_eq!(with_cache["x-ratelimit-limit"], "90000");
     }
@@ -465,7 +507,13 @@ mod tests {
         let policy = Policy::new(Quota::per_minute(100));
         let mut headers = HeaderMap::new();
         let allowed = decision(true, 1, Duration::from_secs(1), None);
-        Stamp::new(RateLimitHeaders::NONE, &allowed, &policy, None, 0).apply(&mut headers);
+        Stamp::new(
+            RateLimitHeaders::NONE,
+            &allowed,
+            PolicyRef::Other(policy.clone()),
+            0,
+        )
+        .apply(&mut headers);
         assert!(headers.is_empty());
         let refused = decision(
             false,
@@ -473,7 +521,13 @@ mod tests {
             Duration::from_secs(1),
             Some(Duration::from_millis(200)),
         );
-        Stamp::new(RateLimitHeaders::NONE, &refused, &policy, None, 0).apply(&mut headers);
+        Stamp::new(
+            RateLimitHeaders::NONE,
+            &refused,
+            PolicyRef::Other(policy.clone()),
+            0,
+        )
+        .apply(&mut headers);
         assert_eq!(headers.len(), 1);
         assert_eq!(headers["retry-after"], "1");
     }

@@ -128,7 +128,7 @@ pub(super) struct Config {
     pub(super) store: Arc<dyn Store>,
     pub(super) policy: Policy,
     /// The header values of the default policy, built once.
-    pub(super) policy_headers: PolicyHeaders,
+    pub(super) policy_headers: Arc<PolicyHeaders>,
     pub(super) allow_keys: HashSet<Key>,
     pub(super) allow_nets: Vec<IpNet>,
     pub(super) shadow: bool,
@@ -208,7 +208,7 @@ impl RateLimitLayer {
         Self {
             config: Arc::new(Config {
                 store: Arc::new(store),
-                policy_headers: PolicyHeaders::new(&policy),
+                policy_headers: Arc::new(PolicyHeaders::new(&policy)),
                 policy,
                 allow_keys: HashSet::new(),
                 allow_nets: Vec::new(),
@@ -315,7 +315,7 @@ impl<K, R, C> RateLimitLayer<K, R, C> {
     pub fn default_policy(mut self, policy: impl Into<Policy>) -> Self {
         let policy = policy.into();
         let config = self.config_mut();
-        config.policy_headers = PolicyHeaders::new(&policy);
+        config.policy_headers = Arc::new(PolicyHeaders::new(&policy));
         config.policy = policy;
         self
     }

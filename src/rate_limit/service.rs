@@ -13,7 +13,7 @@ use super::{
     CostFor, Decision, Key, KeyExtractor, MissingKey, Policy, PolicyFor, RateLimitLayer,
     ResponseFuture, RoutePolicy,
     future::Pending,
-    headers::{Stamp, retry_after_secs},
+    headers::{PolicyRef, RateLimitHeaders, Stamp, retry_after_secs},
     layer::Config,
     stats::Event,
 };
@@ -212,17 +212,26 @@ pub(super) fn verdict(
     if decision.source.is_fallback() {
         state.counters.count(Event::Fallback);
     }
-    let pk = if config.headers.draft() {
-        state.pk.hash_one(key)
-    } else {
-        0
+    let families = config.headers;
+    let stamp = |decision: &Decision| {
+        let pk = if families.draft() {
+            state.pk.hash_one(key)
+        } else {
+            0
+        };
+        let policy = if *policy == config.policy {
+            PolicyRef::Default(config.policy_headers.clone())
+        } else {
+            PolicyRef::Other(policy.clone())
+        };
+        Stamp::new(families, decision, policy, pk)
     };
-    let cached = (*policy == config.policy).then_some(&config.policy_headers);
-    let mut stamp = Stamp::new(config.headers, &decision, policy, cached, pk);
     if decision.allowed {
         state.counters.count(Event::Allowed);
-        return Verdict::Pass(Some(stamp));
+        let headers = families != RateLimitHeaders::NONE;
+        return Verdict::Pass(headers.then(|| stamp(&decision)));
     }
+    let mut stamp = stamp(&decision);
     if config.shadow {
         state.counters.count(Event::ShadowRefused);
         if let Some(suppressed) = state.shadow_log.allow() {
