@@ -8,7 +8,10 @@
 //! | `REQUEST_TIMEOUT_MS` | `30000` | request deadline in milliseconds |
 //! | `DATABASE_URL` | SQLite in memory | PostgreSQL (`postgres://…`) or SQLite (`sqlite:…`) |
 //! | `DB_POOL_SIZE`, `DB_MAX_OVERFLOW`, `DB_POOL_TIMEOUT`, `DB_POOL_RECYCLE`, `DB_QUERY_TIMEOUT` | see `perfkit::pool` | PostgreSQL pool knobs |
-//! | `REDIS_URL`, `REDIS_MAX_CONNECTIONS` | unset: no Redis | Redis handle |
+//! | `REDIS_URL`, `REDIS_MAX_CONNECTIONS` | unset: no Redis | Redis handle; also the rate limiter's shared store |
+//! | `RATE_LIMIT` | `100/minute` | requests per client, such as `10/second, 1000/hour` |
+//! | `RATE_LIMIT_PER_MINUTE` | unset | a count per minute, used when `RATE_LIMIT` is unset |
+//! | `TRUSTED_PROXIES` | empty | comma-separated CIDR ranges whose `X-Forwarded-For` names the client |
 //! | `HEALTH_INTERVAL_SECS` | `60` | how often the health checks run in the background |
 //! | `CACHE_PREFIX`, `CACHE_DEFAULT_TTL` | `perfkit`, `300` | cache namespace and default TTL in seconds; the cache is in memory without `REDIS_URL`, tiered (in-process L1, Redis L2) with it |
 //! | `RUST_LOG` | `info` | log filter |
@@ -27,6 +30,13 @@
 //!
 //! Every response carries `X-Process-Time` and `Server-Timing`; a request over its deadline
 //! is answered `504` with a JSON body; requests slower than one second are logged.
+//!
+//! Each client (its address, or behind a trusted proxy the address the proxy names) gets
+//! `RATE_LIMIT` requests: the rest are answered `429` with `Retry-After` and a JSON body, and
+//! every limited response carries `X-RateLimit-*` and `RateLimit` headers. `GET /health*`
+//! and `GET /metrics/...` are never limited. With `REDIS_URL`, the budgets live in Redis and
+//! are shared by every instance of the app; while Redis fails, each instance decides in
+//! memory.
 
 use std::{
     collections::BTreeMap,
@@ -42,7 +52,7 @@ use std::{
 use axum::{
     Json, Router,
     extract::{Query, State},
-    http::{StatusCode, header},
+    http::{Method, Request, StatusCode, header},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
@@ -51,6 +61,7 @@ use perfkit::{
     cache::{Cache, CacheBuilder, CacheStats, EntryOptions},
     health::{CacheCheck, HealthMonitor, RedisCheck, SqlCheck},
     pool::{PgPoolBuilder, RedisHandle, RedisPoolBuilder, SqlitePoolBuilder},
+    rate_limit::{ClientIp, PolicyFor, RateLimitLayer, RedisStore, RoutePolicy, TrustedProxies},
     timeout::TimeoutLayer,
     timing::{TimingLayer, TimingSnapshot, TimingStats},
 };
@@ -71,6 +82,9 @@ pub(crate) struct Config {
     pub(crate) health_interval: Duration,
     /// `CACHE_PREFIX`, `CACHE_DEFAULT_TTL` and, for a tiered cache, `REDIS_URL`.
     pub(crate) cache: CacheBuilder,
+    /// `RATE_LIMIT` (or `RATE_LIMIT_PER_MINUTE`) and `TRUSTED_PROXIES`; its store becomes
+    /// Redis when `REDIS_URL` is set.
+    pub(crate) rate_limit: RateLimitLayer<ClientIp>,
 }
 
 /// The database the app's pool connects to.
@@ -114,6 +128,7 @@ impl Config {
             redis,
             health_interval,
             cache: CacheBuilder::from_env()?,
+            rate_limit: RateLimitLayer::from_env()?,
         })
     }
 
@@ -127,6 +142,30 @@ impl Config {
             redis: None,
             health_interval: Duration::from_secs(60),
             cache: CacheBuilder::new(),
+            rate_limit: RateLimitLayer::new(
+                perfkit::rate_limit::DEFAULT_RATE_LIMIT
+                    .parse::<perfkit::rate_limit::Policy>()
+                    .expect("the default rate limit parses"),
+            )
+            .key(ClientIp::new(TrustedProxies::none())),
+        }
+    }
+}
+
+/// The routes the rate limiter leaves alone: health checks and metrics, which monitoring
+/// polls and which must answer even when a client is over its quota.
+#[derive(Clone, Copy, Debug)]
+struct ExemptOps;
+
+impl<B> PolicyFor<B> for ExemptOps {
+    fn policy_for(&self, request: &Request<B>) -> RoutePolicy {
+        let path = request.uri().path();
+        let ops =
+            path == "/health" || path.starts_with("/health/") || path.starts_with("/metrics/");
+        if request.method() == Method::GET && ops {
+            RoutePolicy::Exempt
+        } else {
+            RoutePolicy::Default
         }
     }
 }
@@ -156,8 +195,11 @@ pub(crate) async fn app(config: Config) -> Result<Router, Box<dyn Error>> {
                 .pools("database", move || pool.stats());
         }
     }
+    let mut rate_limit = config.rate_limit;
     if let Some(builder) = config.redis {
         let redis: RedisHandle = builder.build().await?;
+        // Decisions in Redis, shared by every instance; in memory while Redis fails.
+        rate_limit = rate_limit.store(RedisStore::new(redis.clone()));
         health = health
             .check(RedisCheck::from(&redis))
             .pools("redis", move || redis.stats());
@@ -171,7 +213,8 @@ pub(crate) async fn app(config: Config) -> Result<Router, Box<dyn Error>> {
     let timing = TimingLayer::new().server_timing(true);
     Ok(routes(timing.stats(), cache)
         .nest_service("/health", health.service())
-        // Added last, so it runs first: 504s are timed and logged too.
+        .layer(rate_limit.per_route(ExemptOps))
+        // Added last, so it runs first: 504s and 429s are timed and logged too.
         .layer(config.timeout)
         .layer(timing))
 }
@@ -501,11 +544,15 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let app = app(config).await?;
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, timeout_ms, "perfkit reference app listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    // The rate limiter keys clients by the connection's peer address.
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
     Ok(())
 }
 
@@ -531,11 +578,30 @@ mod tests {
     }
 
     async fn get(app: &Router, uri: &str) -> (http::StatusCode, http::HeaderMap, Bytes) {
-        let response = app
-            .clone()
-            .oneshot(http::Request::get(uri).body(Body::empty()).unwrap())
-            .await
-            .unwrap();
+        get_from(app, uri, PEER, &[]).await
+    }
+
+    /// The client address of [`get`], as `serve` with connect info hands it to the app.
+    const PEER: &str = "192.0.2.10:50000";
+
+    /// A GET from the client at `peer`, with extra headers.
+    async fn get_from(
+        app: &Router,
+        uri: &str,
+        peer: &str,
+        headers: &[(&str, &str)],
+    ) -> (http::StatusCode, http::HeaderMap, Bytes) {
+        let mut request = http::Request::get(uri).body(Body::empty()).unwrap();
+        request.extensions_mut().insert(axum::extract::ConnectInfo(
+            peer.parse::<SocketAddr>().unwrap(),
+        ));
+        for (name, value) in headers {
+            request.headers_mut().insert(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        let response = app.clone().oneshot(request).await.unwrap();
         let (parts, body) = response.into_parts();
         (
             parts.status,
@@ -738,8 +804,13 @@ mod tests {
     async fn serves_over_tcp() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let app = embedded(Duration::from_secs(5)).await;
         let server = tokio::spawn(
-            axum::serve(listener, embedded(Duration::from_secs(5)).await).into_future(),
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .into_future(),
         );
 
         let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -757,5 +828,93 @@ mod tests {
             "{raw}"
         );
         assert!(raw.ends_with("Hello from perfkit!"), "{raw}");
+        assert!(
+            raw.to_ascii_lowercase()
+                .contains("x-ratelimit-remaining: 99"),
+            "the peer address keys the client: {raw}"
+        );
+    }
+
+    /// The embedded app with the rate limit `limit` and the trusted proxies `trusted`.
+    async fn limited(limit: &str, trusted: &str) -> Router {
+        let mut config = Config::embedded(Duration::from_secs(30));
+        config.rate_limit = config
+            .rate_limit
+            .default_policy(limit.parse::<perfkit::rate_limit::Policy>().unwrap())
+            .key(ClientIp::new(trusted.parse().unwrap()));
+        app(config).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn clients_over_the_quota_get_429_with_headers_and_json() {
+        let app = limited("3/minute", "").await;
+        for remaining in ["2", "1", "0"] {
+            let (status, headers, _) = get(&app, "/hello").await;
+            assert_eq!(status, 200);
+            assert_eq!(headers["x-ratelimit-limit"], "3");
+            assert_eq!(headers["x-ratelimit-remaining"], remaining);
+            assert_eq!(headers["ratelimit-policy"], r#""q3w60";q=3;w=60"#);
+        }
+        let (status, headers, body) = get(&app, "/hello").await;
+        assert_eq!(status, 429);
+        assert_eq!(headers["retry-after"], "20");
+        assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+        assert_eq!(headers["x-ratelimit-remaining"], "0");
+        assert!(headers.contains_key("x-process-time"), "429s are timed too");
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"], "rate_limited");
+        assert_eq!(body["retry_after"], 20);
+
+        // Another client has a budget of its own.
+        let (status, _, _) = get_from(&app, "/hello", "192.0.2.11:1", &[]).await;
+        assert_eq!(status, 200);
+    }
+
+    #[tokio::test]
+    async fn health_and_metrics_are_never_limited() {
+        let app = limited("1/minute", "").await;
+        get(&app, "/hello").await;
+        let (status, _, _) = get(&app, "/hello").await;
+        assert_eq!(status, 429);
+        for uri in [
+            "/health",
+            "/health/ready",
+            "/health/live",
+            "/metrics/timing",
+        ] {
+            for _ in 0..3 {
+                let (status, headers, _) = get(&app, uri).await;
+                assert_eq!(status, 200, "{uri}");
+                assert!(!headers.contains_key("x-ratelimit-limit"), "{uri}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn forwarded_clients_count_only_behind_trusted_proxies() {
+        let app = limited("1/minute", "10.0.0.0/8").await;
+        // Through the trusted proxy, each forwarded client has its own budget.
+        for client in ["203.0.113.1", "203.0.113.2"] {
+            let headers = [("x-forwarded-for", client)];
+            let (status, _, _) = get_from(&app, "/hello", "10.0.0.5:1", &headers).await;
+            assert_eq!(status, 200, "{client}");
+        }
+        // A client talking directly cannot pick its key with a forged header.
+        let (status, _, _) = get_from(
+            &app,
+            "/hello",
+            "198.51.100.9:1",
+            &[("x-forwarded-for", "1.1.1.1")],
+        )
+        .await;
+        assert_eq!(status, 200);
+        let (status, _, _) = get_from(
+            &app,
+            "/hello",
+            "198.51.100.9:1",
+            &[("x-forwarded-for", "2.2.2.2")],
+        )
+        .await;
+        assert_eq!(status, 429);
     }
 }

@@ -115,13 +115,39 @@ pub(crate) fn json_error<B>(
     code: &str,
     message: &str,
 ) -> Response<ResponseBody<B>> {
-    let mut json = String::with_capacity(32 + code.len() + message.len());
+    json_response(status, json_object(code, message, None))
+}
+
+/// Builds a JSON error response that also tells the client when to retry:
+/// `{"error":"<code>","message":"<message>","retry_after":<seconds>}`.
+///
+/// Only the body: the caller sets the `Retry-After` header, which it may want to format
+/// differently.
+#[allow(dead_code)]
+pub(crate) fn json_error_retry_after<B>(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    retry_after_secs: u64,
+) -> Response<ResponseBody<B>> {
+    json_response(status, json_object(code, message, Some(retry_after_secs)))
+}
+
+fn json_object(code: &str, message: &str, retry_after_secs: Option<u64>) -> String {
+    let mut json = String::with_capacity(56 + code.len() + message.len());
     json.push_str("{\"error\":");
     push_json_string(&mut json, code);
     json.push_str(",\"message\":");
     push_json_string(&mut json, message);
+    if let Some(secs) = retry_after_secs {
+        json.push_str(",\"retry_after\":");
+        json.push_str(itoa::Buffer::new().format(secs));
+    }
     json.push('}');
+    json
+}
 
+fn json_response<B>(status: StatusCode, json: String) -> Response<ResponseBody<B>> {
     let mut response = Response::new(ResponseBody::full(json));
     *response.status_mut() = status;
     response.headers_mut().insert(
@@ -170,6 +196,22 @@ mod tests {
         let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(parsed["error"], "request_timeout");
         assert_eq!(parsed["message"], "quote \" slash \\ newline \n bell \u{7}");
+    }
+
+    #[tokio::test]
+    async fn json_error_retry_after_adds_a_number() {
+        let response = json_error_retry_after::<String>(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "slow down",
+            u64::MAX,
+        );
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(
+            body,
+            r#"{"error":"rate_limited","message":"slow down","retry_after":18446744073709551615}"#
+        );
     }
 
     #[tokio::test]

@@ -6,6 +6,7 @@
 //!
 //! | module | feature | what it does |
 //! | --- | --- | --- |
+//! | [`rate_limit`] | `rate-limit` | per-client quotas (GCRA, sliding or fixed windows) in memory or shared through Redis, with in-memory insurance when Redis fails |
 //! | [`timeout`] | `timeout` | answers slow requests with a `504` JSON body and cancels their work; per-route overrides |
 //! | [`timing`] | `timing` | `X-Process-Time` / `Server-Timing` headers, slow-request log, per-route latency percentiles |
 //! | [`pool`] | `postgres`, `sqlite`, `redis` | pool builders with the knobs backends tune, pool statistics, acquire timeouts that name their cause |
@@ -46,6 +47,7 @@
 //!
 //! No feature is on by default; enable the capabilities you use, or `full` for all.
 //!
+//! - `rate-limit`: [`rate_limit`], quotas and the memory store; with `redis`, the Redis store.
 //! - `timeout`: [`timeout`], the request timeout layer.
 //! - `timing`: [`timing`], the request timing layer and its statistics.
 //! - `postgres`, `sqlite`: [`pool`] builders over sqlx, and PostgreSQL diagnostics.
@@ -69,6 +71,10 @@ mod env;
     feature = "cache"
 ))]
 mod histogram;
+
+#[cfg(feature = "rate-limit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rate-limit")))]
+pub mod rate_limit;
 
 #[cfg(feature = "timeout")]
 #[cfg_attr(docsrs, doc(cfg(feature = "timeout")))]

@@ -1,0 +1,147 @@
+use std::{
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
+};
+
+use super::{Decision, Key, MemoryStore};
+use crate::rate_limit::{clock::Clock, error::Error, policy::Policy};
+
+/// What a [`RedisStore`](super::RedisStore) decides while Redis fails (an error, or no answer
+/// within the deadline).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Fallback {
+    /// Decide with an in-memory store of this instance's own (the default): each server
+    /// enforces the quota on the requests it sees, so a client spread over `n` servers may
+    /// get up to `n` times its quota while Redis is down, and never a refusal caused by the
+    /// outage.
+    #[default]
+    Memory,
+    /// Admit every request.
+    FailOpen,
+    /// Refuse every request, with a `retry_after` of one second.
+    FailClosed,
+}
+
+/// Redis's health as the store sees it, the insurance store, and the failure log's pace.
+///
+/// After a failure, Redis is left alone for `retry_interval`; then the first request tries it
+/// again while the others keep using the fallback, and Redis is used for everyone from the
+/// first answer on. A failure is logged at most once per `log_interval`, with the number of
+/// failures left unlogged since.
+#[derive(Debug)]
+pub(super) struct Insurance {
+    pub(super) mode: Fallback,
+    pub(super) memory: MemoryStore,
+    pub(super) retry_interval_us: u64,
+    pub(super) log_interval_us: u64,
+    /// 0 while Redis answers; else when it may be tried again (µs on the local clock).
+    retry_at: AtomicU64,
+    /// When the last failure was logged (µs + 1; 0 = never).
+    logged_at: AtomicU64,
+    unlogged: AtomicU64,
+}
+
+impl Insurance {
+    pub(super) fn new(
+        mode: Fallback,
+        memory: MemoryStore,
+        retry_interval: Duration,
+        log_interval: Duration,
+    ) -> Self {
+        Self {
+            mode,
+            memory,
+            retry_interval_us: micros(retry_interval),
+            log_interval_us: micros(log_interval),
+            retry_at: AtomicU64::new(0),
+            logged_at: AtomicU64::new(0),
+            unlogged: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether this request should skip Redis; claims the retry when it is due.
+    #[inline]
+    pub(super) fn skip_redis(&self, now: u64) -> bool {
+        let retry_at = self.retry_at.load(Ordering::Acquire);
+        if retry_at == 0 {
+            return false;
+        }
+        if now < retry_at {
+            return true;
+        }
+        // Only the request that moves the retry time on tries Redis.
+        self.retry_at
+            .compare_exchange(
+                retry_at,
+                now.saturating_add(self.retry_interval_us).max(1),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_err()
+    }
+
+    /// Redis answered.
+    #[inline]
+    pub(super) fn succeeded(&self) {
+        if self.retry_at.load(Ordering::Relaxed) != 0 {
+            self.retry_at.store(0, Ordering::Release);
+            tracing::info!(
+                store = "redis",
+                "rate-limit store answers again; deciding in Redis"
+            );
+        }
+    }
+
+    /// Redis failed at `now`: leaves it alone for a while and logs, at most once per interval.
+    pub(super) fn failed(&self, now: u64, error: &Error) {
+        self.retry_at.store(
+            now.saturating_add(self.retry_interval_us).max(1),
+            Ordering::Release,
+        );
+        let logged_at = self.logged_at.load(Ordering::Relaxed);
+        let due = logged_at == 0 || now + 1 >= logged_at.saturating_add(self.log_interval_us);
+        if due
+            && self
+                .logged_at
+                .compare_exchange(logged_at, now + 1, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let unlogged = self.unlogged.swap(0, Ordering::Relaxed);
+            tracing::warn!(
+                store = "redis",
+                %error,
+                fallback = ?self.mode,
+                unlogged_failures = unlogged,
+                "rate-limit store failed; deciding without it until it answers again"
+            );
+        } else {
+            self.unlogged.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The decision made without Redis.
+    pub(super) fn decide(
+        &self,
+        policy: &Policy,
+        key: &Key,
+        cost: u32,
+        clock: &dyn Clock,
+    ) -> Decision {
+        match self.mode {
+            Fallback::Memory => {
+                let mut decision = self.memory.decide_at(policy, key, cost, clock.now_micros());
+                decision.source = super::Source::Insurance;
+                decision
+            }
+            Fallback::FailOpen => Decision::fail_open(policy.quotas()[0]),
+            Fallback::FailClosed => {
+                Decision::fail_closed(policy.quotas()[0], Duration::from_secs(1))
+            }
+        }
+    }
+}
+
+fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,311 @@
+use std::{
+    fmt,
+    hash::BuildHasher,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use hashbrown::{DefaultHashBuilder, HashTable};
+
+use super::{Check, Decision, Key, Source, Store};
+use crate::rate_limit::{
+    algorithm::{self, Slot},
+    clock::{Clock, SystemClock},
+    policy::{MAX_QUOTAS, Policy},
+};
+
+/// Keys a memory store holds by default.
+const DEFAULT_MAX_KEYS: usize = 100_000;
+/// Fewest keys per shard.
+const MIN_SHARD_KEYS: usize = 8;
+/// Shortest time between two warnings about live keys evicted.
+const EVICTION_LOG_INTERVAL_US: u64 = 10_000_000;
+
+/// A [`Store`] in the process's memory: sharded, with a fixed size per key and a bound on the
+/// number of keys.
+///
+/// Each key costs about 130 bytes whatever its traffic (its state is one or two integers per
+/// quota). The keys are spread over shards, each behind its own lock held only for the few
+/// nanoseconds a decision takes, so threads rarely wait on each other. Decisions never
+/// allocate, except when a new key's shard must grow.
+///
+/// The number of keys is bounded ([`max_keys`](MemoryStoreBuilder::max_keys)): when a new key
+/// finds its shard full, the shard first forgets the keys whose state has run out (a key
+/// whose budget is whole again is worth nothing), then, if that did not free an eighth of
+/// the shard, the keys closest to running out. A flood of new client addresses therefore
+/// costs bounded memory and amortised constant time per request, and can at worst restore
+/// the budget of a key that was nearly whole again. No background task is involved.
+///
+/// Cloning is cheap and shares the keys.
+///
+/// ```
+/// use perfkit::rate_limit::{Key, MemoryStore, Policy, Quota};
+///
+/// let store = MemoryStore::new();
+/// let policy = Policy::new(Quota::per_second(2));
+/// let key = Key::text("user-42");
+/// assert!(store.decide(&policy, &key, 1).allowed);
+/// assert!(store.decide(&policy, &key, 1).allowed);
+/// let refused = store.decide(&policy, &key, 1);
+/// assert!(!refused.allowed);
+/// assert!(refused.retry_after.is_some());
+/// ```
+#[derive(Clone)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shards: Box<[Shard]>,
+    shard_mask: usize,
+    shard_capacity: usize,
+    hasher: DefaultHashBuilder,
+    clock: Arc<dyn Clock>,
+    last_eviction_log: AtomicU64,
+}
+
+/// One lock and its table, padded to a cache line so neighbouring shards do not share one.
+#[repr(align(128))]
+struct Shard {
+    table: Mutex<HashTable<Entry>>,
+}
+
+struct Entry {
+    policy: u64,
+    key: Key,
+    /// When the state is worth no more than a fresh key's (µs).
+    idle_at: u64,
+    slots: [Slot; MAX_QUOTAS],
+}
+
+/// Builds a [`MemoryStore`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct MemoryStoreBuilder {
+    max_keys: usize,
+    shards: Option<usize>,
+    clock: Option<Arc<dyn Clock>>,
+}
+
+impl MemoryStoreBuilder {
+    /// The most keys the store holds (each pair of policy and key counts once); beyond it,
+    /// new keys evict idle ones first. Defaults to 100,000 (about 13 MB).
+    pub fn max_keys(self, max_keys: usize) -> Self {
+        Self {
+            max_keys: max_keys.max(1),
+            ..self
+        }
+    }
+
+    /// The number of shards, rounded up to a power of two between 1 and 1024. Defaults to
+    /// four per available CPU, at least 4.
+    pub fn shards(self, shards: usize) -> Self {
+        Self {
+            shards: Some(shards.clamp(1, 1024).next_power_of_two()),
+            ..self
+        }
+    }
+
+    /// The clock decisions are made on. Defaults to a [`SystemClock`].
+    pub fn clock(self, clock: impl Clock) -> Self {
+        Self {
+            clock: Some(Arc::new(clock)),
+            ..self
+        }
+    }
+
+    /// Builds the store.
+    pub fn build(self) -> MemoryStore {
+        let shards = self.shards.unwrap_or_else(|| {
+            let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+            (cpus * 4).clamp(4, 1024).next_power_of_two()
+        });
+        let shard_capacity = self.max_keys.div_ceil(shards).max(MIN_SHARD_KEYS);
+        MemoryStore {
+            inner: Arc::new(Inner {
+                shards: (0..shards)
+                    .map(|_| Shard {
+                        table: Mutex::new(HashTable::new()),
+                    })
+                    .collect(),
+                shard_mask: shards - 1,
+                shard_capacity,
+                hasher: DefaultHashBuilder::default(),
+                clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock::new())),
+                last_eviction_log: AtomicU64::new(0),
+            }),
+        }
+    }
+}
+
+impl MemoryStore {
+    /// A store with the default settings: 100,000 keys, four shards per CPU, the system clock.
+    pub fn new() -> Self {
+        Self::builder().build()
+    }
+
+    /// A builder to choose the bound, the shards and the clock.
+    pub fn builder() -> MemoryStoreBuilder {
+        MemoryStoreBuilder {
+            max_keys: DEFAULT_MAX_KEYS,
+            shards: None,
+            clock: None,
+        }
+    }
+
+    /// Decides at once what [`Store::check`] decides.
+    #[inline]
+    pub fn decide(&self, policy: &Policy, key: &Key, cost: u32) -> Decision {
+        let now = self.inner.clock.now_micros();
+        self.decide_at(policy, key, cost, now)
+    }
+
+    pub(crate) fn decide_at(&self, policy: &Policy, key: &Key, cost: u32, now: u64) -> Decision {
+        let inner = &*self.inner;
+        let policy_id = policy.id();
+        let hash = inner.hasher.hash_one((policy_id, key));
+        let shard = &inner.shards[(hash >> 32) as usize & inner.shard_mask];
+        let mut table = shard.table.lock().unwrap_or_else(PoisonError::into_inner);
+        let quotas = policy.quotas();
+        let algorithm = policy.algorithm();
+        if let Some(entry) = table.find_mut(hash, |e| e.policy == policy_id && e.key == *key) {
+            let outcome = algorithm::decide(algorithm, quotas, &mut entry.slots, now, cost);
+            if outcome.changed {
+                entry.idle_at = algorithm::idle_at(algorithm, quotas, &entry.slots);
+            }
+            return decision(policy, &outcome);
+        }
+        let mut slots = [Slot::default(); MAX_QUOTAS];
+        let outcome = algorithm::decide(algorithm, quotas, &mut slots, now, cost);
+        if outcome.changed {
+            if table.len() >= inner.shard_capacity {
+                self.make_room(&mut table, now);
+            }
+            let entry = Entry {
+                policy: policy_id,
+                key: key.clone(),
+                idle_at: algorithm::idle_at(algorithm, quotas, &slots),
+                slots,
+            };
+            table.insert_unique(hash, entry, |e| inner.hasher.hash_one((e.policy, &e.key)));
+        }
+        decision(policy, &outcome)
+    }
+
+    /// Frees at least an eighth of a full shard: keys whose state ran out first, then those
+    /// closest to running out.
+    #[cold]
+    fn make_room(&self, table: &mut HashTable<Entry>, now: u64) {
+        let capacity = self.inner.shard_capacity;
+        table.retain(|entry| entry.idle_at > now);
+        let target = capacity - capacity / 8;
+        if table.len() <= target {
+            return;
+        }
+        let excess = table.len() - target;
+        let mut idle_times: Vec<u64> = table.iter().map(|entry| entry.idle_at).collect();
+        let (_, threshold, _) = idle_times.select_nth_unstable(excess - 1);
+        let threshold = *threshold;
+        let mut left = excess;
+        table.retain(|entry| {
+            if left > 0 && entry.idle_at <= threshold {
+                left -= 1;
+                false
+            } else {
+                true
+            }
+        });
+        let last = self.inner.last_eviction_log.load(Ordering::Relaxed);
+        if (last == 0 || now.saturating_sub(last) >= EVICTION_LOG_INTERVAL_US)
+            && self
+                .inner
+                .last_eviction_log
+                .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                evicted = excess,
+                max_keys = capacity * self.inner.shards.len(),
+                "rate-limit memory store full: evicted keys whose budget was not yet whole; \
+                 raise MemoryStoreBuilder::max_keys if this is regular traffic"
+            );
+        }
+    }
+
+    /// Keys held now, across all shards.
+    pub fn len(&self) -> usize {
+        self.inner
+            .shards
+            .iter()
+            .map(|shard| {
+                shard
+                    .table
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .len()
+            })
+            .sum()
+    }
+
+    /// Whether the store holds no key.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The most keys the store holds (the configured bound, rounded up to whole shards).
+    pub fn capacity(&self) -> usize {
+        self.inner.shard_capacity * self.inner.shards.len()
+    }
+
+    /// Forgets every key.
+    pub fn clear(&self) {
+        for shard in self.inner.shards.iter() {
+            shard
+                .table
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clear();
+        }
+    }
+}
+
+/// Turns an [`Outcome`](algorithm::Outcome) into the [`Decision`] of the policy's binding
+/// quota.
+pub(crate) fn decision(policy: &Policy, outcome: &algorithm::Outcome) -> Decision {
+    let quota = policy.quotas()[outcome.binding];
+    Decision {
+        allowed: outcome.allowed,
+        limit: quota.count(),
+        remaining: u32::try_from(outcome.remaining).unwrap_or(u32::MAX),
+        reset: Duration::from_micros(outcome.reset),
+        retry_after: (!outcome.allowed).then(|| Duration::from_micros(outcome.retry)),
+        quota,
+        source: Source::Store,
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Store for MemoryStore {
+    #[inline]
+    fn check(&self, policy: &Policy, key: &Key, cost: u32) -> Check {
+        Check::ready(Ok(self.decide(policy, key, cost)))
+    }
+}
+
+impl fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("shards", &self.inner.shards.len())
+            .field("capacity", &self.capacity())
+            .field("clock", &self.inner.clock)
+            .finish_non_exhaustive()
+    }
+}
