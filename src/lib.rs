@@ -6,11 +6,11 @@
 //!
 //! | module | feature | what it does |
 //! | --- | --- | --- |
-//! | [`rate_limit`] | `rate-limit` | per-client quotas (GCRA, sliding or fixed windows) in memory or shared through Redis, with in-memory insurance when Redis fails |
+//! | [`rate_limit`] | `rate-limit` | a layer enforcing per-client quotas (GCRA, sliding or fixed windows) in memory or shared through Redis, with in-memory insurance when Redis fails; spoof-proof client keys; `429` JSON and standard headers |
 //! | [`timeout`] | `timeout` | answers slow requests with a `504` JSON body and cancels their work; per-route overrides |
 //! | [`timing`] | `timing` | `X-Process-Time` / `Server-Timing` headers, slow-request log, per-route latency percentiles |
 //! | [`pool`] | `postgres`, `sqlite`, `redis` | pool builders with the knobs backends tune, pool statistics, acquire timeouts that name their cause |
-//! | [`cache`] | `cache` | typed cache over memory (and Redis) backends: O(1) tag invalidation by epochs, single-flight, stale-while-revalidate, early refresh, stats |
+//! | [`cache`] | `cache` | typed cache over memory, Redis and tiered (in-process L1, Redis L2) backends: O(1) tag invalidation by epochs, single-flight, stale-while-revalidate, early refresh, stats |
 //! | [`health`] | `health` | checks run in the background; `/health`, `/health/ready`, `/health/live`, `/health/pools` answered without I/O |
 //!
 //! Every layer is generic over request and response bodies and keeps the inner service's
@@ -47,14 +47,17 @@
 //!
 //! No feature is on by default; enable the capabilities you use, or `full` for all.
 //!
-//! - `rate-limit`: [`rate_limit`], quotas and the memory store; with `redis`, the Redis store.
+//! - `rate-limit`: [`rate_limit`], the layer, key extractors and the memory store; with
+//!   `redis`, the Redis store and its in-memory insurance.
 //! - `timeout`: [`timeout`], the request timeout layer.
 //! - `timing`: [`timing`], the request timing layer and its statistics.
 //! - `postgres`, `sqlite`: [`pool`] builders over sqlx, and PostgreSQL diagnostics.
 //! - `redis`: [`pool`]'s multiplexed Redis handle and bb8 pool.
-//! - `cache`: [`cache`], the typed cache and its memory backend.
+//! - `cache`: [`cache`], the typed cache and its memory backend; with `redis`, the Redis and
+//!   tiered backends.
 //! - `health`: [`health`], background checks and the health service.
-//! - `axum`: route templates from axum's `MatchedPath` for the timing statistics.
+//! - `axum`: route templates from axum's `MatchedPath` for the timing statistics, and
+//!   client addresses from axum's `ConnectInfo` for the rate limiter.
 //! - `full`: every feature.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
