@@ -126,10 +126,8 @@ fn main() {
         return;
     }
 
-    let mut tables: Vec<(&str, &[&str])> = SHAPES
-        .iter()
-        .map(|shape| (*shape, &VARIANTS[..]))
-        .collect();
+    let mut tables: Vec<(&str, &[&str])> =
+        SHAPES.iter().map(|shape| (*shape, &VARIANTS[..])).collect();
     if !RATE_LIMIT_VARIANTS.is_empty() {
         tables.push(("rate_limit", &RATE_LIMIT_VARIANTS[..]));
     }

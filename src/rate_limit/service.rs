@@ -1,7 +1,8 @@
 use std::{
     fmt,
-    hash::BuildHasher,
+    hash::{BuildHasher, RandomState},
     mem,
+    net::IpAddr,
     sync::{Arc, atomic::Ordering},
     task::{Context, Poll},
 };
@@ -215,7 +216,7 @@ pub(super) fn verdict(
     let families = config.headers;
     let stamp = |decision: &Decision| {
         let pk = if families.draft() {
-            state.pk.hash_one(key)
+            partition_key(&state.pk, key)
         } else {
             0
         };
@@ -250,5 +251,16 @@ pub(super) fn verdict(
     Verdict::Refuse {
         retry_after: retry_after_secs(&decision),
         stamp,
+    }
+}
+
+/// The partition key of `key`, keyed by `hasher`: address keys are hashed as one integer
+/// (an IPv4 address with bit 32 set, so it never meets another kind of key's hash input).
+#[inline]
+fn partition_key(hasher: &RandomState, key: &Key) -> u64 {
+    match key.as_ip() {
+        Some(IpAddr::V4(ip)) => hasher.hash_one(u64::from(ip.to_bits()) | 1 << 32),
+        Some(IpAddr::V6(ip)) => hasher.hash_one(ip.to_bits()),
+        None => hasher.hash_one(key),
     }
 }
