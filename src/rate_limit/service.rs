@@ -94,65 +94,70 @@ where
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let config = &*self.config;
         let counters = &config.state.counters;
-        let route = self.route.policy_for(&request);
-        let policy = match &route {
-            RoutePolicy::Default => &config.policy,
-            RoutePolicy::Policy(policy) => policy,
-            RoutePolicy::Exempt => {
-                counters.count(Event::Exempt);
-                return ResponseFuture::pass(self.inner.call(request), None);
-            }
-        };
+        // Every request that is let through leaves this block with its headers, so that the
+        // inner service is called in one place only.
+        let stamp = 'pass: {
+            let route = self.route.policy_for(&request);
+            let policy = match &route {
+                RoutePolicy::Default => &config.policy,
+                RoutePolicy::Policy(policy) => policy,
+                RoutePolicy::Exempt => {
+                    counters.count(Event::Exempt);
+                    break 'pass None;
+                }
+            };
 
-        let key = match self.key.extract(&request) {
-            Some(key) => key,
-            None => {
-                counters.count(Event::MissingKey);
-                report_missing(config, self.key.misconfigured());
-                match &config.missing {
-                    MissingKey::Fallback(key) => key.clone(),
-                    MissingKey::Allow => {
-                        return ResponseFuture::pass(self.inner.call(request), None);
+            let key = match self.key.extract(&request) {
+                Some(key) => key,
+                None => {
+                    counters.count(Event::MissingKey);
+                    report_missing(config, self.key.misconfigured());
+                    match &config.missing {
+                        MissingKey::Fallback(key) => key.clone(),
+                        MissingKey::Allow => break 'pass None,
+                        MissingKey::Refuse(status) => {
+                            return ResponseFuture::unidentified(*status);
+                        }
                     }
-                    MissingKey::Refuse(status) => return ResponseFuture::unidentified(*status),
+                }
+            };
+            if config.allow_listed(&key) {
+                counters.count(Event::AllowListed);
+                break 'pass None;
+            }
+
+            let cost = self.cost.cost_for(&request);
+            let mut check = config.store.check(policy, &key, cost);
+            match check.take_ready() {
+                Some(result) => match verdict(config, policy, &key, result) {
+                    Verdict::Pass(stamp) => stamp,
+                    Verdict::Refuse { retry_after, stamp } => {
+                        return ResponseFuture::refused(retry_after, stamp);
+                    }
+                },
+                None => {
+                    // The inner service is called once the store answers: take the one that
+                    // was polled ready and leave a clone in its place.
+                    let clone = self.inner.clone();
+                    let service = mem::replace(&mut self.inner, clone);
+                    let policy = match route {
+                        RoutePolicy::Policy(policy) => policy,
+                        _ => config.policy.clone(),
+                    };
+                    return ResponseFuture::checking(
+                        check,
+                        Pending {
+                            service,
+                            request,
+                            config: self.config.clone(),
+                            policy,
+                            key,
+                        },
+                    );
                 }
             }
         };
-        if config.allow_listed(&key) {
-            counters.count(Event::AllowListed);
-            return ResponseFuture::pass(self.inner.call(request), None);
-        }
-
-        let cost = self.cost.cost_for(&request);
-        let mut check = config.store.check(policy, &key, cost);
-        match check.take_ready() {
-            Some(result) => match verdict(config, policy, &key, result) {
-                Verdict::Pass(stamp) => ResponseFuture::pass(self.inner.call(request), stamp),
-                Verdict::Refuse { retry_after, stamp } => {
-                    ResponseFuture::refused(retry_after, stamp)
-                }
-            },
-            None => {
-                // The inner service is called once the store answers: take the one that was
-                // polled ready and leave a clone in its place.
-                let clone = self.inner.clone();
-                let service = mem::replace(&mut self.inner, clone);
-                let policy = match route {
-                    RoutePolicy::Policy(policy) => policy,
-                    _ => config.policy.clone(),
-                };
-                ResponseFuture::checking(
-                    check,
-                    Pending {
-                        service,
-                        request,
-                        config: self.config.clone(),
-                        policy,
-                        key,
-                    },
-                )
-            }
-        }
+        ResponseFuture::pass(self.inner.call(request), stamp)
     }
 }
 
@@ -193,6 +198,7 @@ pub(super) enum Verdict {
 }
 
 /// Counts, logs and turns the store's answer into a [`Verdict`].
+#[inline]
 pub(super) fn verdict(
     config: &Config,
     policy: &Policy,
