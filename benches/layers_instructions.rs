@@ -5,6 +5,11 @@
 //! Run with `cargo bench --bench layers_instructions --all-features` (needs `valgrind` on
 //! `PATH`; says so and exits when it is missing). Each figure is the difference between a
 //! run of 21 000 and a run of 1 000 requests, divided by 20 000, so start-up is not counted.
+//!
+//! With the `rate-limit` feature a third table counts the rate-limit layer as
+//! `benches/rate_limit.rs` drives it (a hello-world service, one client whose address is in
+//! the request extensions, a quota that never refuses), with each header family, beside
+//! tower_governor's layer without and with its headers.
 
 mod support;
 
@@ -25,6 +30,19 @@ const VARIANTS: [&str; 4] = [
     "perfkit_timing",
 ];
 const SHAPES: [&str; 2] = ["ready", "pending"];
+/// The rate-limit table's variants; its baseline is `bare` driven the same way.
+#[cfg(feature = "rate-limit")]
+const RATE_LIMIT_VARIANTS: [&str; 7] = [
+    "bare",
+    "perfkit_no_headers",
+    "perfkit_legacy_headers",
+    "perfkit_draft_headers",
+    "perfkit_all_headers",
+    "tower_governor",
+    "tower_governor_headers",
+];
+#[cfg(not(feature = "rate-limit"))]
+const RATE_LIMIT_VARIANTS: [&str; 0] = [];
 const SHORT_RUN: u64 = 1_000;
 const LONG_RUN: u64 = 21_000;
 
@@ -34,6 +52,11 @@ fn probe(variant: &str, shape: &str, requests: u64) {
         .enable_all()
         .build()
         .unwrap();
+    #[cfg(feature = "rate-limit")]
+    if shape == "rate_limit" {
+        rt.block_on(rate_limit::probe(variant, requests));
+        return;
+    }
     let timeout = Duration::from_secs(30);
     macro_rules! run {
         ($handler:expr) => {
@@ -103,7 +126,12 @@ fn main() {
         return;
     }
 
-    for shape in SHAPES {
+    let mut tables: Vec<(&str, &[&str])> =
+        SHAPES.iter().map(|shape| (*shape, &VARIANTS[..])).collect();
+    if !RATE_LIMIT_VARIANTS.is_empty() {
+        tables.push(("rate_limit", &RATE_LIMIT_VARIANTS[..]));
+    }
+    for (shape, variants) in tables {
         let per_request = |variant: &str| {
             let short = count(variant, shape, SHORT_RUN)?;
             let long = count(variant, shape, LONG_RUN)?;
@@ -119,7 +147,7 @@ fn main() {
             "variant", "instr/req", "ratio", "added"
         );
         println!("  {:<22} {bare:>10.0} {:>7.2}x {:>10.0}", "bare", 1.0, 0.0);
-        for variant in &VARIANTS[1..] {
+        for variant in &variants[1..] {
             if let Some(instructions) = per_request(variant) {
                 println!(
                     "  {variant:<22} {instructions:>10.0} {:>7.2}x {:>10.0}",
@@ -128,5 +156,75 @@ fn main() {
                 );
             }
         }
+    }
+}
+
+/// The rate-limit variants, driven as `benches/rate_limit/layer.rs` drives them.
+#[cfg(feature = "rate-limit")]
+mod rate_limit {
+    use std::{convert::Infallible, hint::black_box, net::SocketAddr};
+
+    use axum::{body::Body, extract::ConnectInfo};
+    use http::{HeaderValue, Request, Response, header};
+    use perfkit::rate_limit::{Quota, RateLimitHeaders, RateLimitLayer};
+    use tower::{Layer, Service, ServiceExt, service_fn};
+    use tower_governor::{GovernorLayer, governor::GovernorConfigBuilder};
+
+    /// A million requests per second with a burst of a billion: never refuses.
+    const RATE: u32 = 1_000_000;
+    const BURST: u32 = 1_000_000_000;
+
+    async fn hello(_req: Request<()>) -> Result<Response<Body>, Infallible> {
+        let mut response = Response::new(Body::from("Hello, World!"));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        Ok(response)
+    }
+
+    /// One client: axum's `ConnectInfo`, which tower_governor reads, and the plain address
+    /// perfkit reads without its `axum` feature, in every variant's requests.
+    async fn drive<S, B>(mut service: S, requests: u64)
+    where
+        S: Service<Request<()>, Response = Response<B>>,
+        S::Error: std::fmt::Debug,
+    {
+        let addr = SocketAddr::from(([203, 0, 113, 7], 40_000));
+        for _ in 0..requests {
+            let mut request = Request::new(());
+            request.extensions_mut().insert(ConnectInfo(addr));
+            request.extensions_mut().insert(addr);
+            let response = service.ready().await.unwrap().call(request).await.unwrap();
+            black_box(response);
+        }
+    }
+
+    pub(super) async fn probe(variant: &str, requests: u64) {
+        let quota = Quota::per_second(RATE).with_burst(BURST);
+        let perfkit = |headers| RateLimitLayer::new(quota).headers(headers);
+        let mut governor = GovernorConfigBuilder::default();
+        governor
+            .per_nanosecond(u64::from(1_000_000_000 / RATE))
+            .burst_size(BURST);
+        let headers = match variant {
+            "bare" => return drive(service_fn(hello), requests).await,
+            "tower_governor" => {
+                let config = governor.finish().expect("a valid governor quota");
+                let layer = GovernorLayer::new(config);
+                return drive(layer.layer(service_fn(hello)), requests).await;
+            }
+            "tower_governor_headers" => {
+                let config = governor.use_headers().finish();
+                let layer = GovernorLayer::new(config.expect("a valid governor quota"));
+                return drive(layer.layer(service_fn(hello)), requests).await;
+            }
+            "perfkit_no_headers" => RateLimitHeaders::NONE,
+            "perfkit_legacy_headers" => RateLimitHeaders::LEGACY,
+            "perfkit_draft_headers" => RateLimitHeaders::DRAFT,
+            "perfkit_all_headers" => RateLimitHeaders::ALL,
+            other => panic!("unknown variant {other}"),
+        };
+        drive(perfkit(headers).layer(service_fn(hello)), requests).await
     }
 }

@@ -1,11 +1,13 @@
 //! The rate-limit response headers, built without `format!`.
 
 use std::{
+    cell::RefCell,
+    ops::Range,
     sync::{Arc, OnceLock},
     time::Duration,
 };
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, header::RETRY_AFTER};
 
 use super::{Decision, Policy};
@@ -146,26 +148,40 @@ impl Stamp {
             PolicyRef::Default(cached) => Some(&**cached),
             PolicyRef::Other(_) => None,
         };
+        let policy = self.policy.policy();
+        // The `RateLimit` field first: a large remaining count is then a slice of it.
+        let field = self
+            .draft
+            .then(|| match cached.and_then(|c| c.items.get(index)) {
+                Some(item) => ratelimit_field(item.len(), |out| out.extend_from_slice(item), &self),
+                None => ratelimit_field(
+                    policy.name().len() + ITEM_OVERHEAD,
+                    |out| {
+                        item_name(out, policy, index);
+                        out.extend_from_slice(b";r=");
+                    },
+                    &self,
+                ),
+            });
         if self.legacy {
             let limit = cached
                 .and_then(|cached| cached.limits.get(index))
                 .filter(|limit| limit.count == self.limit)
                 .map_or_else(|| int(u64::from(self.limit)), |limit| limit.value.clone());
+            let remaining = match &field {
+                Some((field, digits)) if self.remaining as usize >= SMALL => {
+                    value(field.slice(digits.clone()))
+                }
+                _ => int(u64::from(self.remaining)),
+            };
             headers.insert(X_RATELIMIT_LIMIT.clone(), limit);
-            headers.insert(
-                X_RATELIMIT_REMAINING.clone(),
-                int(u64::from(self.remaining)),
-            );
+            headers.insert(X_RATELIMIT_REMAINING.clone(), remaining);
             headers.insert(X_RATELIMIT_RESET.clone(), int(self.reset));
         }
-        if self.draft {
-            let policy = self.policy.policy();
-            let value = cached.map_or_else(|| policy_header(policy), |c| c.value.clone());
-            headers.insert(RATELIMIT_POLICY.clone(), value);
-            headers.insert(
-                RATELIMIT.clone(),
-                ratelimit_header(policy, index, self.remaining, self.reset, self.pk),
-            );
+        if let Some((field, _)) = field {
+            let value_of_policy = cached.map_or_else(|| policy_header(policy), |c| c.value.clone());
+            headers.insert(RATELIMIT_POLICY.clone(), value_of_policy);
+            headers.insert(RATELIMIT.clone(), value(field));
         }
         if self.retry_after > 0 {
             headers.insert(RETRY_AFTER, int(self.retry_after));
@@ -182,6 +198,8 @@ pub(super) struct PolicyHeaders {
     value: HeaderValue,
     /// `X-RateLimit-Limit` of each quota.
     limits: Box<[Limit]>,
+    /// The start of the `RateLimit` field of each quota: `"name";r=`.
+    items: Box<[Box<[u8]>]>,
 }
 
 #[derive(Debug)]
@@ -201,6 +219,14 @@ impl PolicyHeaders {
                 .map(|quota| Limit {
                     count: quota.count(),
                     value: int(u64::from(quota.count())),
+                })
+                .collect(),
+            items: (0..policy.quotas().len())
+                .map(|index| {
+                    let mut out = BytesMut::with_capacity(policy.name().len() + ITEM_OVERHEAD);
+                    item_name(&mut out, policy, index);
+                    out.extend_from_slice(b";r=");
+                    Box::from(&out[..])
                 })
                 .collect(),
         }
@@ -229,7 +255,7 @@ pub(super) fn int(n: u64) -> HeaderValue {
     static TABLE: OnceLock<Box<[HeaderValue]>> = OnceLock::new();
     match usize::try_from(n) {
         Ok(small) if small < SMALL => TABLE.get_or_init(small_ints)[small].clone(),
-        _ => HeaderValue::from(n),
+        _ => value(cut(MAX_U64_DIGITS, |out| put_int(out, n))),
     }
 }
 
@@ -253,100 +279,123 @@ fn small_ints() -> Box<[HeaderValue]> {
         .collect()
 }
 
-/// Builds a header value of visible ASCII.
-struct Writer(Vec<u8>);
+/// The most digits of a `u64`.
+const MAX_U64_DIGITS: usize = 20;
 
-impl Writer {
-    fn with_capacity(capacity: usize) -> Self {
-        Self(Vec::with_capacity(capacity))
-    }
+/// What an item name adds to the policy name at most: the quotes, the quota's position
+/// (`.3`) and `;r=`.
+const ITEM_OVERHEAD: usize = 7;
 
-    #[inline]
-    fn put(&mut self, bytes: &[u8]) {
-        self.0.extend_from_slice(bytes);
-    }
+/// The size of the buffers [`cut`] writes into: a few dozen header values each.
+const CHUNK: usize = 2048;
 
-    #[inline]
-    fn int(&mut self, n: u64) {
-        self.put(itoa::Buffer::new().format(n).as_bytes());
-    }
+thread_local! {
+    /// The buffer this thread's header values are cut from.
+    static CHUNKS: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+}
 
-    /// Everything written is visible ASCII or a space, so the value is always valid.
-    fn finish(self) -> HeaderValue {
-        HeaderValue::from_maybe_shared(Bytes::from(self.0))
-            .unwrap_or_else(|_| HeaderValue::from_static(""))
-    }
+/// The bytes of a header value of at most `max_len` bytes, written by `write`.
+///
+/// Per-request values are cut from a buffer of [`CHUNK`] bytes that the thread shares
+/// between them, instead of allocating each: a value holds a reference to its buffer,
+/// which is freed when the last value cut from it is dropped.
+fn cut(max_len: usize, write: impl FnOnce(&mut BytesMut)) -> Bytes {
+    let mut write = Some(write);
+    CHUNKS
+        .try_with(|chunk| {
+            let mut chunk = chunk.try_borrow_mut().ok()?;
+            if chunk.capacity() - chunk.len() < max_len {
+                *chunk = BytesMut::with_capacity(CHUNK.max(max_len));
+            }
+            (write.take()?)(&mut chunk);
+            Some(chunk.split().freeze())
+        })
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| {
+            // The thread is shutting down: a buffer of its own.
+            let mut out = BytesMut::with_capacity(max_len);
+            if let Some(write) = write {
+                write(&mut out);
+            }
+            out.freeze()
+        })
+}
+
+/// Everything written is visible ASCII or a space, so the value is always valid.
+fn value(bytes: Bytes) -> HeaderValue {
+    HeaderValue::from_maybe_shared(bytes).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+#[inline]
+fn put_int(out: &mut BytesMut, n: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 /// `"name";q=100;w=60` for each quota of the policy; with several quotas each item is
 /// named after the policy and the quota's position, `"name.0"`, `"name.1"`.
 pub(super) fn policy_header(policy: &Policy) -> HeaderValue {
     let quotas = policy.quotas();
-    let mut out = Writer::with_capacity(quotas.len() * (policy.name().len() + 32));
+    let mut out = BytesMut::with_capacity(quotas.len() * (policy.name().len() + 32));
     for (i, quota) in quotas.iter().enumerate() {
         if i > 0 {
-            out.put(b", ");
+            out.extend_from_slice(b", ");
         }
         item_name(&mut out, policy, i);
-        out.put(b";q=");
-        out.int(u64::from(quota.count()));
-        out.put(b";w=");
-        out.int(ceil_secs(quota.period()).max(1));
+        out.extend_from_slice(b";q=");
+        put_int(&mut out, u64::from(quota.count()));
+        out.extend_from_slice(b";w=");
+        put_int(&mut out, ceil_secs(quota.period()).max(1));
     }
-    out.finish()
+    value(out.freeze())
 }
 
-/// `"name";r=42;t=30;pk=:AAECAwQFBgc=:` for the quota at `index` of the policy.
-fn ratelimit_header(
-    policy: &Policy,
-    index: usize,
-    remaining: u32,
-    reset: u64,
-    pk: u64,
-) -> HeaderValue {
-    let mut out = Writer::with_capacity(policy.name().len() + 56);
-    item_name(&mut out, policy, index);
-    out.put(b";r=");
-    out.int(u64::from(remaining));
-    out.put(b";t=");
-    out.int(reset);
-    out.put(b";pk=:");
-    put_base64(&mut out, &pk.to_be_bytes());
-    out.put(b":");
-    out.finish()
+/// `"name";r=42;t=30;pk=:AAECAwQFBgc=:` for `stamp`, after the `"name";r=` that `item`
+/// writes (`item_len` bytes at most), and where the digits of `r` lie in it.
+fn ratelimit_field(
+    item_len: usize,
+    item: impl FnOnce(&mut BytesMut),
+    stamp: &Stamp,
+) -> (Bytes, Range<usize>) {
+    const REST: usize = 10 + b";t=".len() + MAX_U64_DIGITS + b";pk=:".len() + 12 + 1;
+    let mut digits = 0..0;
+    let field = cut(item_len + REST, |out| {
+        item(out);
+        digits.start = out.len();
+        put_int(out, u64::from(stamp.remaining));
+        digits.end = out.len();
+        out.extend_from_slice(b";t=");
+        put_int(out, stamp.reset);
+        out.extend_from_slice(b";pk=:");
+        out.extend_from_slice(&base64_u64(stamp.pk));
+        out.extend_from_slice(b":");
+    });
+    (field, digits)
 }
 
 /// The quoted item name: policy names are ASCII letters, digits, `_`, `-` and `.`, so need
 /// no escaping.
-fn item_name(out: &mut Writer, policy: &Policy, index: usize) {
-    out.put(b"\"");
-    out.put(policy.name().as_bytes());
+fn item_name(out: &mut BytesMut, policy: &Policy, index: usize) {
+    out.extend_from_slice(b"\"");
+    out.extend_from_slice(policy.name().as_bytes());
     if policy.quotas().len() > 1 {
-        out.put(b".");
-        out.int(index as u64);
+        out.extend_from_slice(b".");
+        put_int(out, index as u64);
     }
-    out.put(b"\"");
+    out.extend_from_slice(b"\"");
 }
 
-/// Standard base64 with padding, as structured-field byte sequences are written.
-fn put_base64(out: &mut Writer, bytes: &[u8]) {
+/// The eight big-endian bytes of `n` in standard base64 with padding, as structured-field
+/// byte sequences are written.
+fn base64_u64(n: u64) -> [u8; 12] {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
-        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
-            let byte = if i <= chunk.len() {
-                ALPHABET[(n >> shift & 63) as usize]
-            } else {
-                b'='
-            };
-            out.put(&[byte]);
-        }
+    let mut out = [b'='; 12];
+    // 64 bits are ten whole sextets and four bits, padded with two zero bits.
+    for (i, byte) in out.iter_mut().take(10).enumerate() {
+        *byte = ALPHABET[(n >> (58 - 6 * i) & 63) as usize];
     }
+    out[10] = ALPHABET[(n << 2 & 63) as usize];
+    out
 }
 
 #[cfg(test)]
@@ -407,17 +456,54 @@ mod tests {
 
     #[test]
     fn base64_matches_the_standard_alphabet_and_padding() {
-        let cases: [(&[u8], &str); 5] = [
-            (b"", ""),
-            (b"f", "Zg=="),
-            (b"fo", "Zm8="),
-            (b"foo", "Zm9v"),
-            (&[0xfb, 0xff, 0x00, 1, 2, 3, 4, 5], "+/8AAQIDBAU="),
+        let cases = [
+            (0xfbff_0001_0203_0405, "+/8AAQIDBAU="),
+            (0, "AAAAAAAAAAA="),
+            (u64::MAX, "//////////8="),
+            (u64::from_be_bytes(*b"foobarba"), "Zm9vYmFyYmE="),
+            (0x0001_0203_0405_0607, "AAECAwQFBgc="),
         ];
-        for (input, expected) in cases {
-            let mut out = Writer::with_capacity(0);
-            put_base64(&mut out, input);
-            assert_eq!(out.0, expected.as_bytes());
+        for (n, expected) in cases {
+            assert_eq!(&base64_u64(n), expected.as_bytes());
+        }
+    }
+
+    #[test]
+    fn values_cut_from_shared_buffers_stay_intact() {
+        // Enough values to fill several buffers, all alive at once, then dropped.
+        let values: Vec<(u64, HeaderValue)> = (0..1000u64)
+            .map(|i| {
+                let n = u64::MAX - i * 7_919_000_000_007;
+                (n, int(n))
+            })
+            .collect();
+        for (n, value) in &values {
+            assert_eq!(value.to_str().unwrap(), n.to_string());
+        }
+        let long = cut(3 * CHUNK, |out| out.extend_from_slice(&[b'x'; 3 * CHUNK]));
+        assert_eq!(long.len(), 3 * CHUNK);
+        assert_eq!(int(1 << 40), "1099511627776");
+    }
+
+    #[test]
+    fn a_large_remaining_count_reads_the_same_in_both_families() {
+        let policy = Policy::new(Quota::per_second(1_000_000).with_burst(1_000_000_000));
+        let mut d = decision(true, 999_999_999, Duration::from_millis(1), None);
+        d.quota = policy.quotas()[0];
+        d.limit = 1_000_000_000;
+        for cached in [
+            PolicyRef::Default(Arc::new(PolicyHeaders::new(&policy))),
+            PolicyRef::Other(policy.clone()),
+        ] {
+            let mut headers = HeaderMap::new();
+            Stamp::new(RateLimitHeaders::ALL, &d, cached, 0x0001_0203_0405_0607)
+                .apply(&mut headers);
+            assert_eq!(headers["x-ratelimit-remaining"], "999999999");
+            assert_eq!(headers["x-ratelimit-limit"], "1000000000");
+            assert_eq!(
+                headers["ratelimit"],
+                format!(r#""{}";r=999999999;t=1;pk=:AAECAwQFBgc=:"#, policy.name()).as_str()
+            );
         }
     }
 

@@ -1,7 +1,8 @@
 use std::{
     fmt,
-    hash::BuildHasher,
+    hash::{BuildHasher, RandomState},
     mem,
+    net::IpAddr,
     sync::{Arc, atomic::Ordering},
     task::{Context, Poll},
 };
@@ -93,65 +94,70 @@ where
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let config = &*self.config;
         let counters = &config.state.counters;
-        let route = self.route.policy_for(&request);
-        let policy = match &route {
-            RoutePolicy::Default => &config.policy,
-            RoutePolicy::Policy(policy) => policy,
-            RoutePolicy::Exempt => {
-                counters.count(Event::Exempt);
-                return ResponseFuture::pass(self.inner.call(request), None);
-            }
-        };
+        // Every request that is let through leaves this block with its headers, so that the
+        // inner service is called in one place only.
+        let stamp = 'pass: {
+            let route = self.route.policy_for(&request);
+            let policy = match &route {
+                RoutePolicy::Default => &config.policy,
+                RoutePolicy::Policy(policy) => policy,
+                RoutePolicy::Exempt => {
+                    counters.count(Event::Exempt);
+                    break 'pass None;
+                }
+            };
 
-        let key = match self.key.extract(&request) {
-            Some(key) => key,
-            None => {
-                counters.count(Event::MissingKey);
-                report_missing(config, self.key.misconfigured());
-                match &config.missing {
-                    MissingKey::Fallback(key) => key.clone(),
-                    MissingKey::Allow => {
-                        return ResponseFuture::pass(self.inner.call(request), None);
+            let key = match self.key.extract(&request) {
+                Some(key) => key,
+                None => {
+                    counters.count(Event::MissingKey);
+                    report_missing(config, self.key.misconfigured());
+                    match &config.missing {
+                        MissingKey::Fallback(key) => key.clone(),
+                        MissingKey::Allow => break 'pass None,
+                        MissingKey::Refuse(status) => {
+                            return ResponseFuture::unidentified(*status);
+                        }
                     }
-                    MissingKey::Refuse(status) => return ResponseFuture::unidentified(*status),
+                }
+            };
+            if config.allow_listed(&key) {
+                counters.count(Event::AllowListed);
+                break 'pass None;
+            }
+
+            let cost = self.cost.cost_for(&request);
+            let mut check = config.store.check(policy, &key, cost);
+            match check.take_ready() {
+                Some(result) => match verdict(config, policy, &key, result) {
+                    Verdict::Pass(stamp) => stamp,
+                    Verdict::Refuse { retry_after, stamp } => {
+                        return ResponseFuture::refused(retry_after, stamp);
+                    }
+                },
+                None => {
+                    // The inner service is called once the store answers: take the one that
+                    // was polled ready and leave a clone in its place.
+                    let clone = self.inner.clone();
+                    let service = mem::replace(&mut self.inner, clone);
+                    let policy = match route {
+                        RoutePolicy::Policy(policy) => policy,
+                        _ => config.policy.clone(),
+                    };
+                    return ResponseFuture::checking(
+                        check,
+                        Pending {
+                            service,
+                            request,
+                            config: self.config.clone(),
+                            policy,
+                            key,
+                        },
+                    );
                 }
             }
         };
-        if config.allow_listed(&key) {
-            counters.count(Event::AllowListed);
-            return ResponseFuture::pass(self.inner.call(request), None);
-        }
-
-        let cost = self.cost.cost_for(&request);
-        let mut check = config.store.check(policy, &key, cost);
-        match check.take_ready() {
-            Some(result) => match verdict(config, policy, &key, result) {
-                Verdict::Pass(stamp) => ResponseFuture::pass(self.inner.call(request), stamp),
-                Verdict::Refuse { retry_after, stamp } => {
-                    ResponseFuture::refused(retry_after, stamp)
-                }
-            },
-            None => {
-                // The inner service is called once the store answers: take the one that was
-                // polled ready and leave a clone in its place.
-                let clone = self.inner.clone();
-                let service = mem::replace(&mut self.inner, clone);
-                let policy = match route {
-                    RoutePolicy::Policy(policy) => policy,
-                    _ => config.policy.clone(),
-                };
-                ResponseFuture::checking(
-                    check,
-                    Pending {
-                        service,
-                        request,
-                        config: self.config.clone(),
-                        policy,
-                        key,
-                    },
-                )
-            }
-        }
+        ResponseFuture::pass(self.inner.call(request), stamp)
     }
 }
 
@@ -192,6 +198,7 @@ pub(super) enum Verdict {
 }
 
 /// Counts, logs and turns the store's answer into a [`Verdict`].
+#[inline]
 pub(super) fn verdict(
     config: &Config,
     policy: &Policy,
@@ -215,7 +222,7 @@ pub(super) fn verdict(
     let families = config.headers;
     let stamp = |decision: &Decision| {
         let pk = if families.draft() {
-            state.pk.hash_one(key)
+            partition_key(&state.pk, key)
         } else {
             0
         };
@@ -250,5 +257,16 @@ pub(super) fn verdict(
     Verdict::Refuse {
         retry_after: retry_after_secs(&decision),
         stamp,
+    }
+}
+
+/// The partition key of `key`, keyed by `hasher`: address keys are hashed as one integer
+/// (an IPv4 address with bit 32 set, so it never meets another kind of key's hash input).
+#[inline]
+fn partition_key(hasher: &RandomState, key: &Key) -> u64 {
+    match key.as_ip() {
+        Some(IpAddr::V4(ip)) => hasher.hash_one(u64::from(ip.to_bits()) | 1 << 32),
+        Some(IpAddr::V6(ip)) => hasher.hash_one(ip.to_bits()),
+        None => hasher.hash_one(key),
     }
 }
