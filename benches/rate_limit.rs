@@ -2,7 +2,10 @@
 //!
 //! - `rate_limit_memory`: a `MemoryStore` decision beside governor's keyed limiter
 //!   (`DefaultKeyedRateLimiter`, dashmap-based), same quota and keys: 1 key and 10,000 keys,
-//!   from one thread and from two. Time per decision (wall time over all threads).
+//!   from one thread and from two. Time per decision (wall time over all threads). Governor
+//!   runs twice: on its default clock (quanta, which reads the CPU's time-stamp counter) and
+//!   on `MonotonicClock` (`Instant`, the clock perfkit decides on), so the ratio at equal
+//!   clocks is printed beside the ratio to governor's fastest setup.
 //! - `rate_limit_redis`: a `RedisStore` decision (one `EVALSHA`) beside a raw `INCR` through
 //!   the same `RedisHandle`, from 50 concurrent tasks; skipped when `REDIS_URL` is unset.
 //!
@@ -17,7 +20,14 @@ use std::{
 };
 
 use criterion::Criterion;
-use governor::{DefaultKeyedRateLimiter, RateLimiter};
+use governor::{
+    DefaultKeyedRateLimiter, RateLimiter, clock::MonotonicClock, middleware::NoOpMiddleware,
+    state::keyed::DefaultKeyedStateStore,
+};
+
+/// Governor's keyed limiter on `Instant`, perfkit's clock.
+type InstantKeyedRateLimiter =
+    RateLimiter<IpAddr, DefaultKeyedStateStore<IpAddr>, MonotonicClock, NoOpMiddleware<Instant>>;
 use perfkit::rate_limit::{Key, MemoryStore, Policy, Quota};
 
 const MEMORY: &str = "rate_limit_memory";
@@ -61,9 +71,10 @@ fn memory(c: &mut Criterion) {
             .collect();
         let perfkit_keys: Vec<Key> = addrs.iter().copied().map(Key::ip).collect();
         let store = MemoryStore::new();
-        let governor: DefaultKeyedRateLimiter<IpAddr> = RateLimiter::keyed(
-            governor::Quota::per_second(NonZeroU32::new(PER_SECOND).unwrap()),
-        );
+        let quota = governor::Quota::per_second(NonZeroU32::new(PER_SECOND).unwrap());
+        let governor: DefaultKeyedRateLimiter<IpAddr> = RateLimiter::keyed(quota);
+        let governor_instant: InstantKeyedRateLimiter =
+            RateLimiter::new(quota, DefaultKeyedStateStore::default(), MonotonicClock);
         for threads in [1u64, 2] {
             let id = format!("{keys}keys_{threads}threads");
             group.bench_function(format!("perfkit_{id}"), |b| {
@@ -79,6 +90,14 @@ fn memory(c: &mut Criterion) {
                     on_threads(threads, iters, &|i| {
                         let key = &addrs[(i as usize) % keys];
                         let _ = std::hint::black_box(governor.check_key(key));
+                    })
+                })
+            });
+            group.bench_function(format!("governor_instant_{id}"), |b| {
+                b.iter_custom(|iters| {
+                    on_threads(threads, iters, &|i| {
+                        let key = &addrs[(i as usize) % keys];
+                        let _ = std::hint::black_box(governor_instant.check_key(key));
                     })
                 })
             });
@@ -207,7 +226,10 @@ fn main() {
     c.final_summary();
 
     println!();
-    println!("{MEMORY}: perfkit / governor (below 1 = perfkit faster)");
+    println!(
+        "{MEMORY}: perfkit / governor on its default clock (quanta), then on Instant \
+         (below 1 = perfkit faster)"
+    );
     for id in [
         "1keys_1threads",
         "1keys_2threads",
@@ -215,6 +237,11 @@ fn main() {
         "10000keys_2threads",
     ] {
         support::print_versus(MEMORY, &format!("perfkit_{id}"), &format!("governor_{id}"));
+        support::print_versus(
+            MEMORY,
+            &format!("perfkit_{id}"),
+            &format!("governor_instant_{id}"),
+        );
     }
     support::print_ratios(REDIS, "incr", &["redis_store"]);
 }

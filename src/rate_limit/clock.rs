@@ -49,8 +49,12 @@ impl Default for SystemClock {
 impl Clock for SystemClock {
     #[inline]
     fn now_micros(&self) -> u64 {
+        let elapsed = Instant::now().saturating_duration_since(self.origin);
         // Saturates after 584,000 years.
-        u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX)
+        elapsed
+            .as_secs()
+            .saturating_mul(1_000_000)
+            .saturating_add(u64::from(elapsed.subsec_micros()))
     }
 }
 

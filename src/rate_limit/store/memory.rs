@@ -63,7 +63,9 @@ struct Inner {
     shard_mask: usize,
     shard_capacity: usize,
     hasher: DefaultHashBuilder,
-    clock: Arc<dyn Clock>,
+    /// The clock given to the builder; `None` for the default, read without a virtual call.
+    clock: Option<Arc<dyn Clock>>,
+    system_clock: SystemClock,
     last_eviction_log: AtomicU64,
 }
 
@@ -79,6 +81,27 @@ struct Entry {
     /// When the state is worth no more than a fresh key's (µs).
     idle_at: u64,
     slots: [Slot; MAX_QUOTAS],
+}
+
+impl Entry {
+    /// Decides on this key's state, and keeps `idle_at` up to date.
+    #[inline]
+    fn decide(&mut self, policy: &Policy, now: u64, cost: u32) -> algorithm::Outcome {
+        let quotas = policy.quotas();
+        if let Some(gcra) = policy.single_gcra() {
+            let outcome = algorithm::gcra_single(gcra, &quotas[0], &mut self.slots[0], now, cost);
+            if outcome.changed {
+                self.idle_at = self.slots[0].a;
+            }
+            return outcome;
+        }
+        let algorithm = policy.algorithm();
+        let outcome = algorithm::decide(algorithm, quotas, &mut self.slots, now, cost);
+        if outcome.changed {
+            self.idle_at = algorithm::idle_at(algorithm, quotas, &self.slots);
+        }
+        outcome
+    }
 }
 
 /// Builds a [`MemoryStore`].
@@ -134,7 +157,8 @@ impl MemoryStoreBuilder {
                 shard_mask: shards - 1,
                 shard_capacity,
                 hasher: DefaultHashBuilder::default(),
-                clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock::new())),
+                clock: self.clock,
+                system_clock: SystemClock::new(),
                 last_eviction_log: AtomicU64::new(0),
             }),
         }
@@ -159,7 +183,10 @@ impl MemoryStore {
     /// Decides at once what [`Store::check`] decides.
     #[inline]
     pub fn decide(&self, policy: &Policy, key: &Key, cost: u32) -> Decision {
-        let now = self.inner.clock.now_micros();
+        let now = match &self.inner.clock {
+            None => self.inner.system_clock.now_micros(),
+            Some(clock) => clock.now_micros(),
+        };
         self.decide_at(policy, key, cost, now)
     }
 
@@ -169,29 +196,26 @@ impl MemoryStore {
         let hash = inner.hasher.hash_one((policy_id, key));
         let shard = &inner.shards[(hash >> 32) as usize & inner.shard_mask];
         let mut table = shard.table.lock().unwrap_or_else(PoisonError::into_inner);
-        let quotas = policy.quotas();
-        let algorithm = policy.algorithm();
-        if let Some(entry) = table.find_mut(hash, |e| e.policy == policy_id && e.key == *key) {
-            let outcome = algorithm::decide(algorithm, quotas, &mut entry.slots, now, cost);
-            if outcome.changed {
-                entry.idle_at = algorithm::idle_at(algorithm, quotas, &entry.slots);
+        let outcome = match table.find_mut(hash, |e| e.policy == policy_id && e.key == *key) {
+            Some(entry) => entry.decide(policy, now, cost),
+            None => {
+                let mut entry = Entry {
+                    policy: policy_id,
+                    key: key.clone(),
+                    idle_at: 0,
+                    slots: [Slot::default(); MAX_QUOTAS],
+                };
+                let outcome = entry.decide(policy, now, cost);
+                if outcome.changed {
+                    if table.len() >= inner.shard_capacity {
+                        self.make_room(&mut table, now);
+                    }
+                    table.insert_unique(hash, entry, |e| inner.hasher.hash_one((e.policy, &e.key)));
+                }
+                outcome
             }
-            return decision(policy, &outcome);
-        }
-        let mut slots = [Slot::default(); MAX_QUOTAS];
-        let outcome = algorithm::decide(algorithm, quotas, &mut slots, now, cost);
-        if outcome.changed {
-            if table.len() >= inner.shard_capacity {
-                self.make_room(&mut table, now);
-            }
-            let entry = Entry {
-                policy: policy_id,
-                key: key.clone(),
-                idle_at: algorithm::idle_at(algorithm, quotas, &slots),
-                slots,
-            };
-            table.insert_unique(hash, entry, |e| inner.hasher.hash_one((e.policy, &e.key)));
-        }
+        };
+        drop(table);
         decision(policy, &outcome)
     }
 
@@ -305,7 +329,13 @@ impl fmt::Debug for MemoryStore {
         f.debug_struct("MemoryStore")
             .field("shards", &self.inner.shards.len())
             .field("capacity", &self.capacity())
-            .field("clock", &self.inner.clock)
+            .field(
+                "clock",
+                match &self.inner.clock {
+                    None => &self.inner.system_clock,
+                    Some(clock) => clock,
+                },
+            )
             .finish_non_exhaustive()
     }
 }
