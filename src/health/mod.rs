@@ -118,5 +118,9 @@ pub use self::check::SqlCheck;
 #[doc(inline)]
 pub use self::check::RedisCheck;
 
+#[cfg(all(feature = "rate-limit", feature = "redis"))]
+#[doc(inline)]
+pub use self::check::RateLimitCheck;
+
 /// The attribute that makes `async fn` usable in a [`HealthCheck`] implementation.
 pub use async_trait::async_trait;

@@ -210,6 +210,17 @@ impl RedisStore {
         redis_key(&self.inner.prefix, policy, key)
     }
 
+    /// Whether decisions are made by the [`Fallback`] right now, because Redis failed the
+    /// last time it was tried; `false` again from its first answer.
+    pub fn fallback_active(&self) -> bool {
+        self.inner.insurance.active()
+    }
+
+    /// What decides while Redis fails.
+    pub fn fallback(&self) -> Fallback {
+        self.inner.insurance.mode
+    }
+
     /// Sends `PING`, for a health check.
     ///
     /// # Errors
