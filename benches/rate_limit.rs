@@ -5,7 +5,8 @@
 //!   from one thread and from two. Time per decision (wall time over all threads). Governor
 //!   runs twice: on its default clock (quanta, which reads the CPU's time-stamp counter) and
 //!   on `MonotonicClock` (`Instant`, the clock perfkit decides on), so the ratio at equal
-//!   clocks is printed beside the ratio to governor's fastest setup.
+//!   clocks is printed beside the ratio to governor's fastest setup. `perfkit_coarse` is the
+//!   memory store on the opt-in `CoarseClock` (1 ms resolution), against governor on quanta.
 //! - `rate_limit_redis`: a `RedisStore` decision (one `EVALSHA`) beside a raw `INCR` through
 //!   the same `RedisHandle`, from 50 concurrent tasks; skipped when `REDIS_URL` is unset.
 //!
@@ -28,7 +29,7 @@ use governor::{
 /// Governor's keyed limiter on `Instant`, perfkit's clock.
 type InstantKeyedRateLimiter =
     RateLimiter<IpAddr, DefaultKeyedStateStore<IpAddr>, MonotonicClock, NoOpMiddleware<Instant>>;
-use perfkit::rate_limit::{Key, MemoryStore, Policy, Quota};
+use perfkit::rate_limit::{CoarseClock, Key, MemoryStore, Policy, Quota};
 
 const MEMORY: &str = "rate_limit_memory";
 const REDIS: &str = "rate_limit_redis";
@@ -71,6 +72,7 @@ fn memory(c: &mut Criterion) {
             .collect();
         let perfkit_keys: Vec<Key> = addrs.iter().copied().map(Key::ip).collect();
         let store = MemoryStore::new();
+        let coarse = MemoryStore::builder().clock(CoarseClock::new()).build();
         let quota = governor::Quota::per_second(NonZeroU32::new(PER_SECOND).unwrap());
         let governor: DefaultKeyedRateLimiter<IpAddr> = RateLimiter::keyed(quota);
         let governor_instant: InstantKeyedRateLimiter =
@@ -82,6 +84,14 @@ fn memory(c: &mut Criterion) {
                     on_threads(threads, iters, &|i| {
                         let key = &perfkit_keys[(i as usize) % keys];
                         std::hint::black_box(store.decide(&policy, key, 1));
+                    })
+                })
+            });
+            group.bench_function(format!("perfkit_coarse_{id}"), |b| {
+                b.iter_custom(|iters| {
+                    on_threads(threads, iters, &|i| {
+                        let key = &perfkit_keys[(i as usize) % keys];
+                        std::hint::black_box(coarse.decide(&policy, key, 1));
                     })
                 })
             });
@@ -241,6 +251,11 @@ fn main() {
             MEMORY,
             &format!("perfkit_{id}"),
             &format!("governor_instant_{id}"),
+        );
+        support::print_versus(
+            MEMORY,
+            &format!("perfkit_coarse_{id}"),
+            &format!("governor_{id}"),
         );
     }
     support::print_ratios(REDIS, "incr", &["redis_store"]);

@@ -133,6 +133,8 @@ pub(crate) struct SingleGcra {
     /// `burst × interval` (µs).
     pub(crate) tolerance: u64,
     pub(crate) burst: u32,
+    /// `⌊(2⁶⁴ − 1) / interval⌋`, to divide by the interval with a multiplication.
+    reciprocal: u64,
 }
 
 impl SingleGcra {
@@ -142,6 +144,19 @@ impl SingleGcra {
             interval,
             tolerance: u64::from(quota.burst()) * interval,
             burst: quota.burst(),
+            reciprocal: u64::MAX / interval,
+        }
+    }
+
+    /// `n / interval` without a division instruction (tens of cycles on common CPUs): the
+    /// product with the reciprocal is the quotient or one less, for any `n` below 2⁶³.
+    #[inline]
+    fn per_interval(&self, n: u64) -> u64 {
+        let q = ((u128::from(n) * u128::from(self.reciprocal)) >> 64) as u64;
+        if n - q * self.interval >= self.interval {
+            q + 1
+        } else {
+            q
         }
     }
 }
@@ -177,7 +192,7 @@ pub(crate) fn gcra_single(
         Outcome {
             allowed: true,
             binding: 0,
-            remaining: (horizon - next_tat) / gcra.interval,
+            remaining: gcra.per_interval(horizon - next_tat),
             reset: next_tat - now,
             retry: 0,
             changed,
@@ -186,7 +201,7 @@ pub(crate) fn gcra_single(
         Outcome {
             allowed: false,
             binding: 0,
-            remaining: (horizon - tat) / gcra.interval,
+            remaining: gcra.per_interval(horizon - tat),
             reset: tat - now,
             retry: (next_tat - horizon).max(1),
             changed: false,
@@ -531,6 +546,32 @@ mod tests {
         let first = key.at(0, 1);
         assert_eq!((first.binding, first.remaining), (1, 2));
         assert_eq!(first.reset, 20 * S);
+    }
+
+    #[test]
+    fn dividing_by_the_interval_with_its_reciprocal_is_exact() {
+        for interval in [1, 2, 3, 7, 1000, 999_983, 86_400_000_000, (1 << 52) - 1] {
+            let quota = Quota::new(1, std::time::Duration::from_millis(1)).unwrap();
+            let gcra = SingleGcra {
+                interval,
+                reciprocal: u64::MAX / interval,
+                ..SingleGcra::new(&quota)
+            };
+            for n in [
+                0,
+                1,
+                interval - 1,
+                interval,
+                interval + 1,
+                3 * interval - 1,
+                1 << 52,
+            ]
+            .into_iter()
+            .chain((0..1000_u64).map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 11))
+            {
+                assert_eq!(gcra.per_interval(n), n / interval, "{n} / {interval}");
+            }
+        }
     }
 
     #[test]

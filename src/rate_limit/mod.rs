@@ -29,7 +29,7 @@ mod store;
 #[doc(inline)]
 pub use self::{
     algorithm::Algorithm,
-    clock::{Clock, ManualClock, SystemClock},
+    clock::{Clock, CoarseClock, ManualClock, SystemClock},
     error::{Error, Result},
     policy::{MAX_QUOTAS, Policy},
     quota::Quota,
