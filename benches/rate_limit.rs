@@ -9,6 +9,9 @@
 //!   memory store on the opt-in `CoarseClock` (1 ms resolution), against governor on quanta.
 //! - `rate_limit_redis`: a `RedisStore` decision (one `EVALSHA`) beside a raw `INCR` through
 //!   the same `RedisHandle`, from 50 concurrent tasks; skipped when `REDIS_URL` is unset.
+//!   `script_floor` is the least any atomic read-decide-write in Redis costs: an `EVALSHA` of
+//!   a script that only does `GET` and `SET ... PX` on the same keys, without deciding
+//!   anything, so the store's distance to it is what its decision adds.
 //!
 //! Run with `cargo bench --all-features --bench rate_limit`.
 
@@ -164,6 +167,32 @@ fn redis(c: &mut Criterion) {
             }
         })
     });
+    let floor = redis::Script::new(
+        "local v = redis.call('GET', KEYS[1]) \
+         redis.call('SET', KEYS[1], '1', 'PX', 1000) return 1",
+    );
+    group.bench_function("script_floor", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let handle = handle.clone();
+            let floor = floor.clone();
+            let prefix = prefix.clone();
+            async move {
+                run_tasks(iters, move |i| {
+                    let mut handle = handle.clone();
+                    let floor = floor.clone();
+                    let key = format!("{prefix}floor:{}", i % 10_000);
+                    async move {
+                        let _: i64 = floor
+                            .key(key)
+                            .invoke_async(&mut handle)
+                            .await
+                            .expect("EVALSHA");
+                    }
+                })
+                .await
+            }
+        })
+    });
     group.bench_function("redis_store", |b| {
         b.to_async(&rt).iter_custom(|iters| {
             let store = store.clone();
@@ -258,5 +287,5 @@ fn main() {
             &format!("governor_{id}"),
         );
     }
-    support::print_ratios(REDIS, "incr", &["redis_store"]);
+    support::print_ratios(REDIS, "incr", &["script_floor", "redis_store"]);
 }
