@@ -14,6 +14,7 @@ use crate::{
         clock::{Clock, SystemClock},
         error::{Error, Result},
         policy::{MAX_QUOTAS, Policy},
+        quota::Quota,
     },
 };
 
@@ -29,8 +30,10 @@ const SCRIPT: &str = include_str!("script.lua");
 ///
 /// Each pair of policy and key is one string under `<prefix>{<policy>:<algorithm>:<key>}`
 /// (read with `GET`, written with `SET ... PX`): the braces make the whole state of one
-/// decision live in one Redis Cluster slot. A key expires as soon as its state is worth no
-/// more than a fresh key's, so idle clients leave nothing behind. The script only tests the
+/// decision live in one Redis Cluster slot. A key expires at the latest when its state could
+/// be worth no more than a fresh key's (GCRA: the burst's refill time after the last admitted
+/// request; a fixed window: one period; a sliding window: two), so idle clients leave
+/// nothing behind. The script only tests the
 /// admission and writes the next state; the figures of the [`Decision`] are derived on the
 /// client from the state Redis found, by the same code as the memory store's.
 ///
@@ -265,6 +268,7 @@ impl RedisStore {
         } else {
             cmd.arg("");
         }
+        cmd.arg(time_to_live_ms(algorithm, quotas));
         for quota in quotas {
             if algorithm == Algorithm::Gcra {
                 let interval = quota.interval_micros();
@@ -304,6 +308,22 @@ async fn evaluate(cmd: &::redis::Cmd, handle: &mut RedisHandle) -> ::redis::Redi
         }
         result => result,
     }
+}
+
+/// How long a key may live after a write: the longest its state can take to run out (GCRA:
+/// the burst's tolerance; a fixed window: one period; a sliding window: two, as its count
+/// weighs on the next window), in whole milliseconds, at least 1.
+fn time_to_live_ms(algorithm: Algorithm, quotas: &[Quota]) -> u64 {
+    quotas
+        .iter()
+        .map(|quota| match algorithm {
+            Algorithm::Gcra => (u64::from(quota.burst()) * quota.interval_micros()).div_ceil(1000),
+            Algorithm::FixedWindow => quota.period_millis(),
+            Algorithm::SlidingWindow => 2 * quota.period_millis(),
+        })
+        .max()
+        .unwrap_or(0)
+        .max(1)
 }
 
 /// The script's name for an algorithm deciding several quotas (or one window).

@@ -4,9 +4,11 @@
 -- in doubles: every product stays below 2^53).
 --
 -- KEYS[1]: the key. ARGV[1]: 'G' (one GCRA quota), 'g', 's' or 'f'; ARGV[2]: cost;
--- ARGV[3]: now in µs ('' = Redis TIME); then two numbers per quota: for GCRA the emission
--- interval and the tolerance (burst × interval), for the windows the count and the period,
--- all in µs.
+-- ARGV[3]: now in µs ('' = Redis TIME); ARGV[4]: the key's time to live in ms, as text (the
+-- longest any state can take to run out: computing it here would format a number, which
+-- costs more than the rest of the script); then two numbers per quota: for GCRA the
+-- emission interval and the tolerance (burst × interval), for the windows the count and the
+-- period, all in µs.
 --
 -- The state is packed doubles, never decimal text (formatting and parsing large numbers is
 -- what costs most in a script): 'G' stores the theoretical arrival time, the others three
@@ -31,18 +33,17 @@ if algorithm == 'G' then
   if raw and #raw == 8 then
     tat = struct.unpack('<d', raw)
   end
-  local next_tat = math.max(tat, now) + cost * ARGV[4]
-  if next_tat - now > tonumber(ARGV[5]) then
+  local next_tat = math.max(tat, now) + cost * ARGV[5]
+  if next_tat - now > tonumber(ARGV[6]) then
     return {0, now, tat}
   end
   if cost > 0 then
-    redis.call('SET', KEYS[1], struct.pack('<d', next_tat), 'PX',
-      math.ceil((next_tat - now) / 1000))
+    redis.call('SET', KEYS[1], struct.pack('<d', next_tat), 'PX', ARGV[4])
   end
   return {1, now, tat}
 end
 
-local n = (#ARGV - 3) / 2
+local n = (#ARGV - 4) / 2
 local format = string.rep('d', 3 * n)
 local raw = redis.call('GET', KEYS[1])
 local state
@@ -56,10 +57,9 @@ else
   end
 end
 
-local idle_at = 0
 for i = 1, n do
   local j = 3 * i - 2
-  local x, y = tonumber(ARGV[2 + 2 * i]), tonumber(ARGV[3 + 2 * i])
+  local x, y = tonumber(ARGV[3 + 2 * i]), tonumber(ARGV[4 + 2 * i])
   local a, b, c = state[j], state[j + 1], state[j + 2]
   if algorithm == 'g' then
     local next_tat = math.max(a, now) + cost * x
@@ -67,7 +67,6 @@ for i = 1, n do
       return {0, now, raw}
     end
     state[j], state[j + 1], state[j + 2] = next_tat, 0, 0
-    idle_at = math.max(idle_at, next_tat)
   else
     local window = (now - math.fmod(now, y)) / y
     local current, previous = 0, 0
@@ -83,9 +82,6 @@ for i = 1, n do
       local elapsed_ms = (elapsed - math.fmod(elapsed, 1000)) / 1000
       local weighted = previous * (period_ms - elapsed_ms)
       estimate = current + (weighted - math.fmod(weighted, period_ms)) / period_ms
-      idle_at = math.max(idle_at, (window + 2) * y)
-    else
-      idle_at = math.max(idle_at, (window + 1) * y)
     end
     if estimate + cost > x then
       return {0, now, raw}
@@ -95,7 +91,6 @@ for i = 1, n do
 end
 
 if cost > 0 then
-  redis.call('SET', KEYS[1], struct.pack('<' .. format, unpack(state)), 'PX',
-    math.max(math.ceil((idle_at - now) / 1000), 1))
+  redis.call('SET', KEYS[1], struct.pack('<' .. format, unpack(state)), 'PX', ARGV[4])
 end
 return {1, now, raw}
