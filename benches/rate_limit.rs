@@ -2,9 +2,16 @@
 //!
 //! - `rate_limit_memory`: a `MemoryStore` decision beside governor's keyed limiter
 //!   (`DefaultKeyedRateLimiter`, dashmap-based), same quota and keys: 1 key and 10,000 keys,
-//!   from one thread and from two. Time per decision (wall time over all threads).
+//!   from one thread and from two. Time per decision (wall time over all threads). Governor
+//!   runs twice: on its default clock (quanta, which reads the CPU's time-stamp counter) and
+//!   on `MonotonicClock` (`Instant`, the clock perfkit decides on), so the ratio at equal
+//!   clocks is printed beside the ratio to governor's fastest setup. `perfkit_coarse` is the
+//!   memory store on the opt-in `CoarseClock` (1 ms resolution), against governor on quanta.
 //! - `rate_limit_redis`: a `RedisStore` decision (one `EVALSHA`) beside a raw `INCR` through
 //!   the same `RedisHandle`, from 50 concurrent tasks; skipped when `REDIS_URL` is unset.
+//!   `script_floor` is the least any atomic read-decide-write in Redis costs: an `EVALSHA` of
+//!   a script that only does `GET` and `SET ... PX` on the same keys, without deciding
+//!   anything, so the store's distance to it is what its decision adds.
 //! - `rate_limit_layer`, `rate_limit_layer_refusing`: the layer's added cost on a hello-world
 //!   service beside tower_governor's layer and a bare service (`rate_limit/layer.rs`).
 //!
@@ -21,8 +28,15 @@ use std::{
 };
 
 use criterion::Criterion;
-use governor::{DefaultKeyedRateLimiter, RateLimiter};
-use perfkit::rate_limit::{Key, MemoryStore, Policy, Quota};
+use governor::{
+    DefaultKeyedRateLimiter, RateLimiter, clock::MonotonicClock, middleware::NoOpMiddleware,
+    state::keyed::DefaultKeyedStateStore,
+};
+
+/// Governor's keyed limiter on `Instant`, perfkit's clock.
+type InstantKeyedRateLimiter =
+    RateLimiter<IpAddr, DefaultKeyedStateStore<IpAddr>, MonotonicClock, NoOpMiddleware<Instant>>;
+use perfkit::rate_limit::{CoarseClock, Key, MemoryStore, Policy, Quota};
 
 const MEMORY: &str = "rate_limit_memory";
 const REDIS: &str = "rate_limit_redis";
@@ -65,9 +79,11 @@ fn memory(c: &mut Criterion) {
             .collect();
         let perfkit_keys: Vec<Key> = addrs.iter().copied().map(Key::ip).collect();
         let store = MemoryStore::new();
-        let governor: DefaultKeyedRateLimiter<IpAddr> = RateLimiter::keyed(
-            governor::Quota::per_second(NonZeroU32::new(PER_SECOND).unwrap()),
-        );
+        let coarse = MemoryStore::builder().clock(CoarseClock::new()).build();
+        let quota = governor::Quota::per_second(NonZeroU32::new(PER_SECOND).unwrap());
+        let governor: DefaultKeyedRateLimiter<IpAddr> = RateLimiter::keyed(quota);
+        let governor_instant: InstantKeyedRateLimiter =
+            RateLimiter::new(quota, DefaultKeyedStateStore::default(), MonotonicClock);
         for threads in [1u64, 2] {
             let id = format!("{keys}keys_{threads}threads");
             group.bench_function(format!("perfkit_{id}"), |b| {
@@ -78,11 +94,27 @@ fn memory(c: &mut Criterion) {
                     })
                 })
             });
+            group.bench_function(format!("perfkit_coarse_{id}"), |b| {
+                b.iter_custom(|iters| {
+                    on_threads(threads, iters, &|i| {
+                        let key = &perfkit_keys[(i as usize) % keys];
+                        std::hint::black_box(coarse.decide(&policy, key, 1));
+                    })
+                })
+            });
             group.bench_function(format!("governor_{id}"), |b| {
                 b.iter_custom(|iters| {
                     on_threads(threads, iters, &|i| {
                         let key = &addrs[(i as usize) % keys];
                         let _ = std::hint::black_box(governor.check_key(key));
+                    })
+                })
+            });
+            group.bench_function(format!("governor_instant_{id}"), |b| {
+                b.iter_custom(|iters| {
+                    on_threads(threads, iters, &|i| {
+                        let key = &addrs[(i as usize) % keys];
+                        let _ = std::hint::black_box(governor_instant.check_key(key));
                     })
                 })
             });
@@ -133,6 +165,32 @@ fn redis(c: &mut Criterion) {
                             .query_async(&mut handle)
                             .await
                             .expect("INCR");
+                    }
+                })
+                .await
+            }
+        })
+    });
+    let floor = redis::Script::new(
+        "local v = redis.call('GET', KEYS[1]) \
+         redis.call('SET', KEYS[1], '1', 'PX', 1000) return 1",
+    );
+    group.bench_function("script_floor", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let handle = handle.clone();
+            let floor = floor.clone();
+            let prefix = prefix.clone();
+            async move {
+                run_tasks(iters, move |i| {
+                    let mut handle = handle.clone();
+                    let floor = floor.clone();
+                    let key = format!("{prefix}floor:{}", i % 10_000);
+                    async move {
+                        let _: i64 = floor
+                            .key(key)
+                            .invoke_async(&mut handle)
+                            .await
+                            .expect("EVALSHA");
                     }
                 })
                 .await
@@ -212,7 +270,10 @@ fn main() {
     c.final_summary();
 
     println!();
-    println!("{MEMORY}: perfkit / governor (below 1 = perfkit faster)");
+    println!(
+        "{MEMORY}: perfkit / governor on its default clock (quanta), then on Instant \
+         (below 1 = perfkit faster)"
+    );
     for id in [
         "1keys_1threads",
         "1keys_2threads",
@@ -220,6 +281,16 @@ fn main() {
         "10000keys_2threads",
     ] {
         support::print_versus(MEMORY, &format!("perfkit_{id}"), &format!("governor_{id}"));
+        support::print_versus(
+            MEMORY,
+            &format!("perfkit_{id}"),
+            &format!("governor_instant_{id}"),
+        );
+        support::print_versus(
+            MEMORY,
+            &format!("perfkit_coarse_{id}"),
+            &format!("governor_{id}"),
+        );
     }
-    support::print_ratios(REDIS, "incr", &["redis_store"]);
+    support::print_ratios(REDIS, "incr", &["script_floor", "redis_store"]);
 }

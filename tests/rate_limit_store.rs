@@ -384,8 +384,9 @@ mod redis_only {
         assert!(redis_key.starts_with(&redis.prefix));
         assert!(redis_key.ends_with("{q10w1:g:t:idle}"), "{redis_key}");
         let mut conn = redis.conn();
+        // Until the burst is refilled after the last admitted request: 1 s.
         let ttl: i64 = conn.pttl(&redis_key).await.unwrap();
-        assert!((1..=200).contains(&ttl), "PTTL {ttl}");
+        assert!((800..=1000).contains(&ttl), "PTTL {ttl}");
         let deadline = Instant::now() + Duration::from_secs(3);
         while conn.exists::<_, bool>(&redis_key).await.unwrap() {
             assert!(Instant::now() < deadline, "{redis_key} still exists");
@@ -455,6 +456,128 @@ mod redis_only {
             store.check(&policy, &key, 1).await.unwrap().source,
             Source::Store
         );
+    }
+
+    /// A hung Redis (stopped, connections open) is a failure too: no request waits much
+    /// longer than the deadline, the insurance decides, and Redis decides again once it
+    /// answers.
+    #[tokio::test(flavor = "current_thread")]
+    async fn hung_redis_is_decided_within_the_deadline() {
+        let Some(mut server) = RedisServer::start("rate_limit_hung").await else {
+            return;
+        };
+        let handle = RedisPoolBuilder::new(server.url()).build().await.unwrap();
+        let deadline = Duration::from_millis(50);
+        let clock = ManualClock::new();
+        let store = RedisStore::builder(handle)
+            .clock(clock.clone())
+            .timeout(deadline)
+            .retry_interval(Duration::from_millis(200))
+            .build();
+        let policy = Policy::new(Quota::per_second(2));
+        let key = Key::text("client");
+        assert_eq!(
+            store.check(&policy, &key, 1).await.unwrap().source,
+            Source::Store
+        );
+
+        server.pause();
+        let mut admitted = 0;
+        let mut slowest = Duration::ZERO;
+        for round in 0..8 {
+            if round % 2 == 0 {
+                // Past the retry interval: this request tries Redis again and waits for it.
+                clock.advance(Duration::from_millis(250));
+            }
+            let started = Instant::now();
+            let decision = store.check(&policy, &key, 1).await.unwrap();
+            slowest = slowest.max(started.elapsed());
+            assert_eq!(decision.source, Source::Insurance, "round {round}");
+            admitted += usize::from(decision.allowed);
+        }
+        server.resume();
+        assert!(
+            slowest >= deadline && slowest < deadline + Duration::from_millis(100),
+            "slowest decision took {slowest:?}, the deadline is {deadline:?}"
+        );
+        assert!(store.fallback_active());
+        // The insurance enforces the quota: two requests at 250 ms (the burst), then one
+        // every 500 ms, at 750 ms; the others are refused.
+        assert_eq!(admitted, 3);
+
+        let give_up = Instant::now() + Duration::from_secs(10);
+        loop {
+            clock.advance(Duration::from_millis(250));
+            if store.check(&policy, &key, 0).await.unwrap().source == Source::Store {
+                break;
+            }
+            assert!(Instant::now() < give_up, "Redis decisions did not resume");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(!store.fallback_active());
+    }
+
+    /// The health check fails, naming the fallback, while Redis is down and while the store
+    /// still decides without it; it passes when Redis decides again.
+    #[cfg(feature = "health")]
+    #[tokio::test(flavor = "current_thread")]
+    async fn health_check_reports_the_fallback() {
+        use perfkit::health::{HealthCheck, RateLimitCheck};
+
+        let Some(mut server) = RedisServer::start("rate_limit_health").await else {
+            return;
+        };
+        let handle = RedisPoolBuilder::new(server.url())
+            .connection_timeout(Duration::from_millis(200))
+            .reconnect_retries(0)
+            .build()
+            .await
+            .unwrap();
+        let clock = ManualClock::new();
+        let store = RedisStore::builder(handle).clock(clock.clone()).build();
+        let check = RateLimitCheck::new(&store);
+        assert_eq!(HealthCheck::name(&check), "rate_limit");
+        assert!(!HealthCheck::critical(&check));
+        assert!(HealthCheck::critical(
+            &RateLimitCheck::from(&store).as_critical()
+        ));
+        check.check().await.unwrap();
+
+        let policy = Policy::new(Quota::per_second(5));
+        let key = Key::text("client");
+        server.stop().await;
+        let error = check.check().await.unwrap_err().to_string();
+        assert!(
+            error.contains("PING failed") && error.contains("Memory"),
+            "{error}"
+        );
+        assert_eq!(
+            store.check(&policy, &key, 1).await.unwrap().source,
+            Source::Insurance
+        );
+
+        server.restart().await;
+        // Redis answers, but the store has not tried it again yet.
+        let give_up = Instant::now() + Duration::from_secs(10);
+        let error = loop {
+            match check.check().await {
+                Err(error) => {
+                    if error.to_string().contains("answers PING") {
+                        break error.to_string();
+                    }
+                }
+                Ok(()) => panic!("healthy while the store still decides without Redis"),
+            }
+            assert!(Instant::now() < give_up, "Redis did not come back");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(error.contains("Memory"), "{error}");
+        clock.advance(Duration::from_millis(250));
+        assert_eq!(
+            store.check(&policy, &key, 1).await.unwrap().source,
+            Source::Store
+        );
+        check.check().await.unwrap();
     }
 
     #[tokio::test]

@@ -596,3 +596,113 @@ fn truncate(text: &str, max: usize) -> &str {
     }
     &text[..end]
 }
+
+// ===== RateLimitCheck =====
+
+/// A [`HealthCheck`] for a rate limiter's [`RedisStore`](crate::rate_limit::RedisStore): fails
+/// while its Redis does not answer `PING` within the store's deadline, or while the store
+/// decides without Redis because Redis failed.
+///
+/// Named `rate_limit` and non-critical by default: while Redis is down the store keeps
+/// deciding with its [`Fallback`](crate::rate_limit::Fallback), so the service still works and
+/// the report reads `degraded`, naming the fallback. Call
+/// [`as_critical`](Self::as_critical) when per-instance limits are not acceptable. The
+/// [`MemoryStore`](crate::rate_limit::MemoryStore) needs no check: it has nothing that can
+/// fail.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use perfkit::{
+///     health::{HealthMonitor, RateLimitCheck},
+///     pool::RedisPoolBuilder,
+///     rate_limit::RedisStore,
+/// };
+///
+/// let handle = RedisPoolBuilder::new("redis://127.0.0.1:6379").build().await?;
+/// let store = RedisStore::new(handle);
+/// let monitor = HealthMonitor::builder()
+///     .check(RateLimitCheck::new(&store))
+///     .build();
+/// monitor.start().await;
+/// # Ok(())
+/// # }
+/// ```
+#[cfg(all(feature = "rate-limit", feature = "redis"))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "rate-limit", feature = "redis"))))]
+#[must_use]
+pub struct RateLimitCheck {
+    name: String,
+    critical: bool,
+    store: crate::rate_limit::RedisStore,
+}
+
+#[cfg(all(feature = "rate-limit", feature = "redis"))]
+impl RateLimitCheck {
+    /// A non-critical check named `rate_limit` on `store` (which it shares, not copies).
+    pub fn new(store: &crate::rate_limit::RedisStore) -> Self {
+        Self {
+            name: String::from("rate_limit"),
+            critical: false,
+            store: store.clone(),
+        }
+    }
+
+    /// Sets the name the result appears under. Defaults to `rate_limit`.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Marks the check critical: a failure makes the report `unhealthy`. Non-critical by
+    /// default.
+    pub fn as_critical(mut self) -> Self {
+        self.critical = true;
+        self
+    }
+}
+
+#[cfg(all(feature = "rate-limit", feature = "redis"))]
+impl From<&crate::rate_limit::RedisStore> for RateLimitCheck {
+    fn from(store: &crate::rate_limit::RedisStore) -> Self {
+        Self::new(store)
+    }
+}
+
+#[cfg(all(feature = "rate-limit", feature = "redis"))]
+impl fmt::Debug for RateLimitCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimitCheck")
+            .field("name", &self.name)
+            .field("critical", &self.critical)
+            .field("store", &self.store)
+            .finish()
+    }
+}
+
+#[cfg(all(feature = "rate-limit", feature = "redis"))]
+#[async_trait]
+impl HealthCheck for RateLimitCheck {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn critical(&self) -> bool {
+        self.critical
+    }
+
+    async fn check(&self) -> Result<(), CheckError> {
+        let fallback = self.store.fallback();
+        if let Err(error) = self.store.ping().await {
+            return Err(CheckError::new(format!(
+                "rate-limit Redis PING failed: {error}; deciding with {fallback:?}"
+            )));
+        }
+        if self.store.fallback_active() {
+            return Err(CheckError::new(format!(
+                "rate-limit Redis answers PING but failed a decision; deciding with \
+                 {fallback:?} until its next retry succeeds"
+            )));
+        }
+        Ok(())
+    }
+}

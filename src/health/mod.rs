@@ -122,5 +122,9 @@ pub use self::check::RedisCheck;
 #[doc(inline)]
 pub use self::check::CacheCheck;
 
+#[cfg(all(feature = "rate-limit", feature = "redis"))]
+#[doc(inline)]
+pub use self::check::RateLimitCheck;
+
 /// The attribute that makes `async fn` usable in a [`HealthCheck`] implementation.
 pub use async_trait::async_trait;

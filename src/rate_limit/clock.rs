@@ -10,7 +10,9 @@ use std::{
 /// The time source of the rate limiter: microseconds from a fixed origin, never decreasing.
 ///
 /// [`SystemClock`] (the default) reads [`Instant`], which is monotonic on every platform
-/// Rust supports. [`ManualClock`] is moved by hand, for tests that need exact decisions.
+/// Rust supports. [`CoarseClock`] reads the same time from memory, refreshed by a thread, for
+/// when the cost of reading the system clock matters more than sub-millisecond precision.
+/// [`ManualClock`] is moved by hand, for tests that need exact decisions.
 pub trait Clock: Send + Sync + fmt::Debug + 'static {
     /// Microseconds since the clock's origin.
     fn now_micros(&self) -> u64;
@@ -49,8 +51,12 @@ impl Default for SystemClock {
 impl Clock for SystemClock {
     #[inline]
     fn now_micros(&self) -> u64 {
+        let elapsed = Instant::now().saturating_duration_since(self.origin);
         // Saturates after 584,000 years.
-        u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX)
+        elapsed
+            .as_secs()
+            .saturating_mul(1_000_000)
+            .saturating_add(u64::from(elapsed.subsec_micros()))
     }
 }
 
@@ -104,5 +110,150 @@ impl Clock for ManualClock {
     #[inline]
     fn now_micros(&self) -> u64 {
         self.micros.load(Ordering::SeqCst)
+    }
+}
+
+/// Shortest [`CoarseClock`] resolution.
+const MIN_COARSE_RESOLUTION: Duration = Duration::from_micros(100);
+/// Longest [`CoarseClock`] resolution.
+const MAX_COARSE_RESOLUTION: Duration = Duration::from_millis(100);
+
+/// An opt-in [`Clock`] read from memory: a background thread stores the [`Instant`]-based time
+/// every `resolution` (1 ms by default), and reading it costs one atomic load instead of a
+/// system clock read (about 20 to 40 ns, depending on the machine).
+///
+/// The time it reads is monotonic, and behind the true time by up to the resolution plus
+/// however late the thread is scheduled. A late clock only makes a rate limiter stricter:
+/// budgets refill as of the time read, so no more requests are admitted than with
+/// [`SystemClock`], and the figures of a decision (`reset`, `retry_after`) are late by as
+/// much. Use it where decisions are many and quotas are counted in whole milliseconds or
+/// more; keep the default where sub-millisecond spacing matters.
+///
+/// Each `CoarseClock::new` starts one thread, which stops once every clone is dropped:
+/// create one and share its clones. If the thread cannot be started, the clock reads
+/// [`Instant`] on every call instead, and says so once in the log.
+///
+/// ```
+/// use std::time::Duration;
+/// use perfkit::rate_limit::{Clock, CoarseClock, MemoryStore};
+///
+/// let clock = CoarseClock::with_resolution(Duration::from_millis(1));
+/// let store = MemoryStore::builder().clock(clock.clone()).build();
+/// let before = clock.now_micros();
+/// std::thread::sleep(Duration::from_millis(5));
+/// assert!(clock.now_micros() > before);
+/// # drop(store);
+/// ```
+#[derive(Debug, Clone)]
+pub struct CoarseClock {
+    shared: Arc<CoarseShared>,
+}
+
+#[derive(Debug)]
+struct CoarseShared {
+    clock: SystemClock,
+    micros: AtomicU64,
+    resolution: Duration,
+    /// Whether the thread runs; when it could not be started, every read is precise.
+    ticking: bool,
+}
+
+impl CoarseClock {
+    /// A clock refreshed every millisecond.
+    pub fn new() -> Self {
+        Self::with_resolution(Duration::from_millis(1))
+    }
+
+    /// A clock refreshed every `resolution`, clamped between 100 µs and 100 ms.
+    pub fn with_resolution(resolution: Duration) -> Self {
+        let resolution = resolution.clamp(MIN_COARSE_RESOLUTION, MAX_COARSE_RESOLUTION);
+        let clock = SystemClock::new();
+        let (tx, rx) = std::sync::mpsc::channel::<Arc<CoarseShared>>();
+        let spawned = std::thread::Builder::new()
+            .name("perfkit-coarse-clock".into())
+            .spawn(move || {
+                let Ok(shared) = rx.recv() else {
+                    return;
+                };
+                let weak = Arc::downgrade(&shared);
+                drop(shared);
+                loop {
+                    std::thread::sleep(resolution);
+                    let Some(shared) = weak.upgrade() else {
+                        return;
+                    };
+                    shared
+                        .micros
+                        .fetch_max(shared.clock.now_micros(), Ordering::Relaxed);
+                }
+            });
+        if let Err(error) = &spawned {
+            tracing::warn!(
+                %error,
+                "rate-limit CoarseClock could not start its thread; reading the system clock \
+                 on every call instead"
+            );
+        }
+        let shared = Arc::new(CoarseShared {
+            micros: AtomicU64::new(clock.now_micros()),
+            clock,
+            resolution,
+            ticking: spawned.is_ok(),
+        });
+        if spawned.is_ok() {
+            let _ = tx.send(Arc::clone(&shared));
+        }
+        Self { shared }
+    }
+
+    /// How often the time is refreshed.
+    pub fn resolution(&self) -> Duration {
+        self.shared.resolution
+    }
+}
+
+impl Default for CoarseClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for CoarseClock {
+    #[inline]
+    fn now_micros(&self) -> u64 {
+        if self.shared.ticking {
+            self.shared.micros.load(Ordering::Relaxed)
+        } else {
+            self.shared.clock.now_micros()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coarse_clock_moves_forward_and_its_thread_stops_with_the_last_clone() {
+        let clock = CoarseClock::with_resolution(Duration::ZERO);
+        assert_eq!(clock.resolution(), MIN_COARSE_RESOLUTION);
+        let copy = clock.clone();
+        let first = clock.now_micros();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while copy.now_micros() <= first {
+            assert!(Instant::now() < deadline, "the coarse clock did not move");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let precise = SystemClock {
+            origin: clock.shared.clock.origin,
+        };
+        assert!(clock.now_micros() <= precise.now_micros());
+        let weak = Arc::downgrade(&clock.shared);
+        drop((clock, copy));
+        // The thread holds the state only while it refreshes it.
+        while weak.strong_count() > 0 {
+            assert!(Instant::now() < deadline, "the thread kept the clock alive");
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 }

@@ -155,7 +155,7 @@ mod store;
 #[doc(inline)]
 pub use self::{
     algorithm::Algorithm,
-    clock::{Clock, ManualClock, SystemClock},
+    clock::{Clock, CoarseClock, ManualClock, SystemClock},
     error::{Error, Result},
     future::ResponseFuture,
     headers::RateLimitHeaders,

@@ -1,7 +1,7 @@
 use std::{fmt, str::FromStr, sync::Arc};
 
 use super::{
-    algorithm::Algorithm,
+    algorithm::{Algorithm, SingleGcra},
     error::{Error, Result},
     quota::Quota,
 };
@@ -49,6 +49,8 @@ struct Inner {
     id: u64,
     quotas: Vec<Quota>,
     algorithm: Algorithm,
+    /// The figures of the single GCRA quota, when the policy is one.
+    single_gcra: Option<SingleGcra>,
 }
 
 impl Policy {
@@ -124,6 +126,10 @@ impl Policy {
             name.into_boxed_str()
         });
         let id = fnv1a(name.as_bytes()) ^ u64::from(algorithm.tag());
+        let single_gcra = match quotas.as_slice() {
+            [quota] if algorithm == Algorithm::Gcra => Some(SingleGcra::new(quota)),
+            _ => None,
+        };
         Self {
             inner: Arc::new(Inner {
                 name,
@@ -131,6 +137,7 @@ impl Policy {
                 id,
                 quotas,
                 algorithm,
+                single_gcra,
             }),
         }
     }
@@ -148,6 +155,12 @@ impl Policy {
     /// The algorithm deciding the quotas.
     pub fn algorithm(&self) -> Algorithm {
         self.inner.algorithm
+    }
+
+    /// The figures of the policy's one GCRA quota; `None` for several quotas or a window.
+    #[inline]
+    pub(crate) fn single_gcra(&self) -> Option<SingleGcra> {
+        self.inner.single_gcra
     }
 
     /// A hash of the name and algorithm, stable for the life of the process.

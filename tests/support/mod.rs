@@ -459,6 +459,30 @@ impl RedisServer {
         }
     }
 
+    /// Freezes the server (`SIGSTOP`): it keeps its connections open and answers nothing, as
+    /// a hung server does, until [`resume`](Self::resume).
+    pub fn pause(&mut self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a [paused](Self::pause) server run again; it then answers what it was sent.
+    pub fn resume(&mut self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&mut self, signal: &str) {
+        let child = self
+            .child
+            .as_ref()
+            .unwrap_or_else(|| panic!("redis-server on port {} is not running", self.port));
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(child.id().to_string())
+            .status()
+            .unwrap_or_else(|err| panic!("cannot run kill {signal}: {err}"));
+        assert!(status.success(), "kill {signal} failed for redis-server");
+    }
+
     /// Starts the server again on the same port and waits until it answers `PING`.
     ///
     /// Stops the running process first, if any. Panics when the server does not come up.

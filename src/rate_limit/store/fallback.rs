@@ -81,6 +81,11 @@ impl Insurance {
             .is_err()
     }
 
+    /// Whether Redis failed last time it was tried, so the fallback decides.
+    pub(super) fn active(&self) -> bool {
+        self.retry_at.load(Ordering::Acquire) != 0
+    }
+
     /// Redis answered.
     #[inline]
     pub(super) fn succeeded(&self) {

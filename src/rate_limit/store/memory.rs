@@ -27,10 +27,11 @@ const EVICTION_LOG_INTERVAL_US: u64 = 10_000_000;
 /// A [`Store`] in the process's memory: sharded, with a fixed size per key and a bound on the
 /// number of keys.
 ///
-/// Each key costs about 130 bytes whatever its traffic (its state is one or two integers per
-/// quota). The keys are spread over shards, each behind its own lock held only for the few
-/// nanoseconds a decision takes, so threads rarely wait on each other. Decisions never
-/// allocate, except when a new key's shard must grow.
+/// Each key costs about 80 bytes whatever its traffic (a 64-byte entry and the table's
+/// spare room), and 64 more when its policy has several quotas. The keys are spread over
+/// shards, each behind its own lock held only for the few nanoseconds a decision takes, so
+/// threads rarely wait on each other. Decisions never allocate, except when a new key's
+/// shard must grow or a new key's policy has several quotas.
 ///
 /// The number of keys is bounded ([`max_keys`](MemoryStoreBuilder::max_keys)): when a new key
 /// finds its shard full, the shard first forgets the keys whose state has run out (a key
@@ -63,7 +64,9 @@ struct Inner {
     shard_mask: usize,
     shard_capacity: usize,
     hasher: DefaultHashBuilder,
-    clock: Arc<dyn Clock>,
+    /// The clock given to the builder; `None` for the default, read without a virtual call.
+    clock: Option<Arc<dyn Clock>>,
+    system_clock: SystemClock,
     last_eviction_log: AtomicU64,
 }
 
@@ -73,12 +76,60 @@ struct Shard {
     table: Mutex<HashTable<Entry>>,
 }
 
+/// One key's state under one policy: 64 bytes, one cache line, for a single quota.
 struct Entry {
     policy: u64,
     key: Key,
     /// When the state is worth no more than a fresh key's (µs).
     idle_at: u64,
-    slots: [Slot; MAX_QUOTAS],
+    slots: Slots,
+}
+
+/// The state of every quota of a policy; boxed for several, so that a key of a policy of one
+/// quota (most keys) stays small and more of them fit in the CPU's caches.
+enum Slots {
+    One(Slot),
+    Many(Box<[Slot; MAX_QUOTAS]>),
+}
+
+impl Slots {
+    /// Room for `quotas` slots (a policy's quotas may change under the same name).
+    #[inline]
+    fn for_quotas(&mut self, quotas: usize) -> &mut [Slot] {
+        if quotas > 1
+            && let Self::One(slot) = *self
+        {
+            let mut many = [Slot::default(); MAX_QUOTAS];
+            many[0] = slot;
+            *self = Self::Many(Box::new(many));
+        }
+        match self {
+            Self::One(slot) => std::slice::from_mut(slot),
+            Self::Many(slots) => &mut slots[..quotas.min(MAX_QUOTAS)],
+        }
+    }
+}
+
+impl Entry {
+    /// Decides on this key's state, and keeps `idle_at` up to date.
+    #[inline]
+    fn decide(&mut self, policy: &Policy, now: u64, cost: u32) -> algorithm::Outcome {
+        let quotas = policy.quotas();
+        let slots = self.slots.for_quotas(quotas.len());
+        if let Some(gcra) = policy.single_gcra() {
+            let outcome = algorithm::gcra_single(gcra, &quotas[0], &mut slots[0], now, cost);
+            if outcome.changed {
+                self.idle_at = slots[0].a;
+            }
+            return outcome;
+        }
+        let algorithm = policy.algorithm();
+        let outcome = algorithm::decide(algorithm, quotas, slots, now, cost);
+        if outcome.changed {
+            self.idle_at = algorithm::idle_at(algorithm, quotas, slots);
+        }
+        outcome
+    }
 }
 
 /// Builds a [`MemoryStore`].
@@ -92,7 +143,7 @@ pub struct MemoryStoreBuilder {
 
 impl MemoryStoreBuilder {
     /// The most keys the store holds (each pair of policy and key counts once); beyond it,
-    /// new keys evict idle ones first. Defaults to 100,000 (about 13 MB).
+    /// new keys evict idle ones first. Defaults to 100,000 (about 8 MB).
     pub fn max_keys(self, max_keys: usize) -> Self {
         Self {
             max_keys: max_keys.max(1),
@@ -134,7 +185,8 @@ impl MemoryStoreBuilder {
                 shard_mask: shards - 1,
                 shard_capacity,
                 hasher: DefaultHashBuilder::default(),
-                clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock::new())),
+                clock: self.clock,
+                system_clock: SystemClock::new(),
                 last_eviction_log: AtomicU64::new(0),
             }),
         }
@@ -159,7 +211,10 @@ impl MemoryStore {
     /// Decides at once what [`Store::check`] decides.
     #[inline]
     pub fn decide(&self, policy: &Policy, key: &Key, cost: u32) -> Decision {
-        let now = self.inner.clock.now_micros();
+        let now = match &self.inner.clock {
+            None => self.inner.system_clock.now_micros(),
+            Some(clock) => clock.now_micros(),
+        };
         self.decide_at(policy, key, cost, now)
     }
 
@@ -169,29 +224,26 @@ impl MemoryStore {
         let hash = inner.hasher.hash_one((policy_id, key));
         let shard = &inner.shards[(hash >> 32) as usize & inner.shard_mask];
         let mut table = shard.table.lock().unwrap_or_else(PoisonError::into_inner);
-        let quotas = policy.quotas();
-        let algorithm = policy.algorithm();
-        if let Some(entry) = table.find_mut(hash, |e| e.policy == policy_id && e.key == *key) {
-            let outcome = algorithm::decide(algorithm, quotas, &mut entry.slots, now, cost);
-            if outcome.changed {
-                entry.idle_at = algorithm::idle_at(algorithm, quotas, &entry.slots);
+        let outcome = match table.find_mut(hash, |e| e.policy == policy_id && e.key == *key) {
+            Some(entry) => entry.decide(policy, now, cost),
+            None => {
+                let mut entry = Entry {
+                    policy: policy_id,
+                    key: key.clone(),
+                    idle_at: 0,
+                    slots: Slots::One(Slot::default()),
+                };
+                let outcome = entry.decide(policy, now, cost);
+                if outcome.changed {
+                    if table.len() >= inner.shard_capacity {
+                        self.make_room(&mut table, now);
+                    }
+                    table.insert_unique(hash, entry, |e| inner.hasher.hash_one((e.policy, &e.key)));
+                }
+                outcome
             }
-            return decision(policy, &outcome);
-        }
-        let mut slots = [Slot::default(); MAX_QUOTAS];
-        let outcome = algorithm::decide(algorithm, quotas, &mut slots, now, cost);
-        if outcome.changed {
-            if table.len() >= inner.shard_capacity {
-                self.make_room(&mut table, now);
-            }
-            let entry = Entry {
-                policy: policy_id,
-                key: key.clone(),
-                idle_at: algorithm::idle_at(algorithm, quotas, &slots),
-                slots,
-            };
-            table.insert_unique(hash, entry, |e| inner.hasher.hash_one((e.policy, &e.key)));
-        }
+        };
+        drop(table);
         decision(policy, &outcome)
     }
 
@@ -305,7 +357,39 @@ impl fmt::Debug for MemoryStore {
         f.debug_struct("MemoryStore")
             .field("shards", &self.inner.shards.len())
             .field("capacity", &self.capacity())
-            .field("clock", &self.inner.clock)
+            .field(
+                "clock",
+                match &self.inner.clock {
+                    None => &self.inner.system_clock,
+                    Some(clock) => clock,
+                },
+            )
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(all(test, target_pointer_width = "64"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_fills_one_cache_line() {
+        assert_eq!(std::mem::size_of::<Entry>(), 64);
+    }
+
+    #[test]
+    fn a_policy_that_gains_quotas_under_its_name_keeps_its_first_quota_state() {
+        let clock = crate::rate_limit::ManualClock::new();
+        let store = MemoryStore::builder().clock(clock.clone()).build();
+        let key = Key::text("k");
+        let one = Policy::new(crate::rate_limit::Quota::per_second(2)).with_name("p");
+        let two = one.clone().and(crate::rate_limit::Quota::per_minute(100));
+        assert!(store.decide(&one, &key, 2).allowed);
+        let refused = store.decide(&two, &key, 1);
+        assert!(!refused.allowed);
+        assert_eq!(refused.quota, one.quotas()[0]);
+        clock.advance(Duration::from_secs(1));
+        assert!(store.decide(&two, &key, 2).allowed);
+        assert!(!store.decide(&one, &key, 1).allowed);
     }
 }

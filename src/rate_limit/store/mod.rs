@@ -73,7 +73,9 @@ pub struct Key(Repr);
 enum Repr {
     Global,
     Ip(IpAddr),
-    Hashed(u128),
+    /// A 128-bit digest as two halves (most significant first), so a key is aligned on 8
+    /// bytes, not 16, and takes 24 bytes.
+    Hashed([u64; 2]),
     Text(Arc<str>),
 }
 
@@ -115,7 +117,7 @@ impl Key {
         let digest = Sha256::digest(value.as_ref());
         let mut bytes = [0u8; 16];
         bytes.copy_from_slice(&digest[..16]);
-        Self(Repr::Hashed(u128::from_be_bytes(bytes)))
+        Self(Repr::Hashed(split(u128::from_be_bytes(bytes))))
     }
 
     /// A value that is not secret, such as a user id or a tenant name; texts longer than 64
@@ -139,13 +141,21 @@ impl Key {
     /// A 128-bit digest of the key, for partition keys in headers: never the key itself.
     pub fn digest(&self) -> u128 {
         match &self.0 {
-            Repr::Hashed(hash) => *hash,
+            Repr::Hashed(hash) => join(*hash),
             _ => match Self::hashed(self.to_string()).0 {
-                Repr::Hashed(hash) => hash,
+                Repr::Hashed(hash) => join(hash),
                 _ => 0,
             },
         }
     }
+}
+
+fn split(value: u128) -> [u64; 2] {
+    [(value >> 64) as u64, value as u64]
+}
+
+fn join([high, low]: [u64; 2]) -> u128 {
+    (u128::from(high) << 64) | u128::from(low)
 }
 
 /// `*` for the global key, `ip:<addr>`, `h:<32 hex digits>`, `t:<text>`: the form keys
@@ -155,7 +165,7 @@ impl fmt::Display for Key {
         match &self.0 {
             Repr::Global => f.write_str("*"),
             Repr::Ip(addr) => write!(f, "ip:{addr}"),
-            Repr::Hashed(hash) => write!(f, "h:{hash:032x}"),
+            Repr::Hashed(hash) => write!(f, "h:{:032x}", join(*hash)),
             Repr::Text(text) => write!(f, "t:{text}"),
         }
     }

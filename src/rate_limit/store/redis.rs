@@ -1,6 +1,6 @@
 use std::{fmt, sync::Arc, time::Duration};
 
-use ::redis::{Script, Value};
+use ::redis::{ErrorKind, Script, ServerErrorKind, Value};
 
 use super::{
     Check, Decision, Key, MemoryStore, Store,
@@ -10,14 +10,15 @@ use super::{
 use crate::{
     pool::RedisHandle,
     rate_limit::{
-        algorithm::Outcome,
+        algorithm::{self, Algorithm, Slot},
         clock::{Clock, SystemClock},
         error::{Error, Result},
-        policy::Policy,
+        policy::{MAX_QUOTAS, Policy},
+        quota::Quota,
     },
 };
 
-/// The decision script: the algorithms of `algorithm.rs`, in Lua.
+/// The decision script: the admission tests of `algorithm.rs`, in Lua.
 const SCRIPT: &str = include_str!("script.lua");
 
 /// A [`Store`] in Redis, shared by every server that uses the same Redis and prefix.
@@ -27,10 +28,14 @@ const SCRIPT: &str = include_str!("script.lua");
 /// than the quota, and a decision costs one round trip whatever the number of quotas. The
 /// script reads the time from Redis (`TIME`), so servers with skewed clocks agree.
 ///
-/// Each pair of policy and key is one hash under `<prefix>{<policy>:<algorithm>:<key>}`: the
-/// braces make the whole state of one decision live in one Redis Cluster slot. A key expires
-/// (`PEXPIRE`) as soon as its state is worth no more than a fresh key's, so idle clients
-/// leave nothing behind.
+/// Each pair of policy and key is one string under `<prefix>{<policy>:<algorithm>:<key>}`
+/// (read with `GET`, written with `SET ... PX`): the braces make the whole state of one
+/// decision live in one Redis Cluster slot. A key expires at the latest when its state could
+/// be worth no more than a fresh key's (GCRA: the burst's refill time after the last admitted
+/// request; a fixed window: one period; a sliding window: two), so idle clients leave
+/// nothing behind. The script only tests the
+/// admission and writes the next state; the figures of the [`Decision`] are derived on the
+/// client from the state Redis found, by the same code as the memory store's.
 ///
 /// # Failures
 ///
@@ -208,6 +213,17 @@ impl RedisStore {
         redis_key(&self.inner.prefix, policy, key)
     }
 
+    /// Whether decisions are made by the [`Fallback`] right now, because Redis failed the
+    /// last time it was tried; `false` again from its first answer.
+    pub fn fallback_active(&self) -> bool {
+        self.inner.insurance.active()
+    }
+
+    /// What decides while Redis fails.
+    pub fn fallback(&self) -> Fallback {
+        self.inner.insurance.mode
+    }
+
     /// Sends `PING`, for a health check.
     ///
     /// # Errors
@@ -224,37 +240,98 @@ impl RedisStore {
     }
 
     /// The decision as Redis makes it, without the fallback.
+    ///
+    /// The script only tests the admission and writes the next state; it answers with the
+    /// state it found and the time it decided at, from which [`algorithm::decide`] derives
+    /// the figures exactly as the memory store does.
     async fn decide_in_redis(
         inner: &Inner,
         policy: &Policy,
         key: &Key,
         cost: u32,
     ) -> Result<Decision> {
-        let mut invocation = inner.script.prepare_invoke();
-        invocation
-            .key(redis_key(&inner.prefix, policy, key))
-            .arg(char::from(policy.algorithm().tag()).to_string())
+        let quotas = policy.quotas();
+        let algorithm = policy.algorithm();
+        let single_gcra = algorithm == Algorithm::Gcra && quotas.len() == 1;
+        let mut cmd = ::redis::cmd("EVALSHA");
+        cmd.arg(inner.script.get_hash())
+            .arg(1)
+            .arg(redis_key(&inner.prefix, policy, key))
+            .arg(if single_gcra {
+                "G"
+            } else {
+                script_tag(algorithm)
+            })
             .arg(cost);
         if inner.client_time {
-            invocation.arg(inner.clock.now_micros());
+            cmd.arg(inner.clock.now_micros());
         } else {
-            invocation.arg("");
+            cmd.arg("");
         }
-        for quota in policy.quotas() {
-            invocation
-                .arg(quota.count())
-                .arg(quota.burst())
-                .arg(quota.period_millis());
+        cmd.arg(time_to_live_ms(algorithm, quotas));
+        for quota in quotas {
+            if algorithm == Algorithm::Gcra {
+                let interval = quota.interval_micros();
+                cmd.arg(interval).arg(u64::from(quota.burst()) * interval);
+            } else {
+                cmd.arg(quota.count()).arg(quota.period_micros());
+            }
         }
         let mut handle = inner.handle.clone();
-        let reply: Value =
-            match tokio::time::timeout(inner.timeout, invocation.invoke_async(&mut handle)).await {
-                Ok(Ok(reply)) => reply,
-                Ok(Err(error)) => return Err(Error::Redis(error)),
-                Err(_) => return Err(Error::Timeout(inner.timeout)),
-            };
-        let outcome = parse_reply(&reply, policy.quotas().len())?;
+        let reply = match tokio::time::timeout(inner.timeout, evaluate(&cmd, &mut handle)).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(error)) => return Err(Error::Redis(error)),
+            Err(_) => return Err(Error::Timeout(inner.timeout)),
+        };
+        let unexpected = || Error::UnexpectedReply(format!("{reply:?}"));
+        let (admitted, now, mut slots) =
+            parse_reply(&reply, algorithm, quotas.len(), single_gcra).ok_or_else(unexpected)?;
+        let outcome = algorithm::decide(algorithm, quotas, &mut slots, now, cost);
+        if outcome.allowed != admitted {
+            return Err(unexpected());
+        }
         Ok(decision(policy, &outcome))
+    }
+}
+
+/// Sends `cmd` (an `EVALSHA` of [`SCRIPT`]); loads the script and sends it again when Redis
+/// does not know it yet.
+async fn evaluate(cmd: &::redis::Cmd, handle: &mut RedisHandle) -> ::redis::RedisResult<Value> {
+    match cmd.query_async(handle).await {
+        Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+            let _: String = ::redis::cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(SCRIPT)
+                .query_async(handle)
+                .await?;
+            cmd.query_async(handle).await
+        }
+        result => result,
+    }
+}
+
+/// How long a key may live after a write: the longest its state can take to run out (GCRA:
+/// the burst's tolerance; a fixed window: one period; a sliding window: two, as its count
+/// weighs on the next window), in whole milliseconds, at least 1.
+fn time_to_live_ms(algorithm: Algorithm, quotas: &[Quota]) -> u64 {
+    quotas
+        .iter()
+        .map(|quota| match algorithm {
+            Algorithm::Gcra => (u64::from(quota.burst()) * quota.interval_micros()).div_ceil(1000),
+            Algorithm::FixedWindow => quota.period_millis(),
+            Algorithm::SlidingWindow => 2 * quota.period_millis(),
+        })
+        .max()
+        .unwrap_or(0)
+        .max(1)
+}
+
+/// The script's name for an algorithm deciding several quotas (or one window).
+fn script_tag(algorithm: Algorithm) -> &'static str {
+    match algorithm {
+        Algorithm::Gcra => "g",
+        Algorithm::SlidingWindow => "s",
+        Algorithm::FixedWindow => "f",
     }
 }
 
@@ -267,35 +344,46 @@ fn redis_key(prefix: &str, policy: &Policy, key: &Key) -> String {
     )
 }
 
-/// Reads the script's `{allowed, binding, remaining, reset, retry}`.
-fn parse_reply(reply: &Value, quotas: usize) -> Result<Outcome> {
-    let unexpected = || Error::UnexpectedReply(format!("{reply:?}"));
+/// Reads the script's `{admitted, now, state}` into the admission, the time and the slots
+/// the state held before the decision; `None` when the reply has another shape.
+fn parse_reply(
+    reply: &Value,
+    algorithm: Algorithm,
+    quotas: usize,
+    single_gcra: bool,
+) -> Option<(bool, u64, [Slot; MAX_QUOTAS])> {
     let Value::Array(items) = reply else {
-        return Err(unexpected());
+        return None;
     };
-    let mut numbers = [0u64; 5];
-    if items.len() != numbers.len() {
-        return Err(unexpected());
-    }
-    for (number, item) in numbers.iter_mut().zip(items) {
-        match item {
-            Value::Int(value) if *value >= 0 => *number = *value as u64,
-            _ => return Err(unexpected()),
+    let [Value::Int(admitted @ 0..=1), Value::Int(now @ 0..), state] = items.as_slice() else {
+        return None;
+    };
+    let mut slots = [Slot::default(); MAX_QUOTAS];
+    match state {
+        Value::Int(tat @ 0..) if single_gcra => slots[0].a = tat.unsigned_abs(),
+        Value::Nil if !single_gcra => {}
+        Value::BulkString(bytes) if !single_gcra && bytes.len() == 24 * quotas => {
+            for (slot, fields) in slots.iter_mut().zip(bytes.chunks_exact(24)) {
+                let field = |i: usize| {
+                    let mut le = [0u8; 8];
+                    le.copy_from_slice(&fields[8 * i..8 * i + 8]);
+                    // Whole numbers below 2^53, as the script wrote them.
+                    f64::from_le_bytes(le) as u64
+                };
+                let (a, b, c) = (field(0), field(1), field(2));
+                *slot = match algorithm {
+                    Algorithm::Gcra => Slot { a, b: 0 },
+                    Algorithm::FixedWindow => Slot { a, b },
+                    Algorithm::SlidingWindow => Slot {
+                        a,
+                        b: (c << 32) | (b & u64::from(u32::MAX)),
+                    },
+                };
+            }
         }
+        _ => return None,
     }
-    let [allowed, binding, remaining, reset, retry] = numbers;
-    let binding = usize::try_from(binding).unwrap_or(usize::MAX);
-    if allowed > 1 || binding >= quotas {
-        return Err(unexpected());
-    }
-    Ok(Outcome {
-        allowed: allowed == 1,
-        binding,
-        remaining,
-        reset,
-        retry,
-        changed: false,
-    })
+    Some((*admitted == 1, now.unsigned_abs(), slots))
 }
 
 impl Store for RedisStore {

@@ -1,62 +1,74 @@
--- One rate-limit decision: the same integer arithmetic as algorithm.rs, on one hash key.
--- KEYS[1]: the key's hash. ARGV: algorithm (g, s, f), cost, now in µs ('' = Redis TIME),
--- then count, burst and period in ms for each quota.
--- Fields per quota i: a<i> (TAT, or window index + 1), b<i> (count), c<i> (previous count).
--- Returns {allowed, binding quota (0-based), remaining, reset µs, retry µs}.
-local function idiv(a, b)
-  return (a - math.fmod(a, b)) / b
-end
-
-local algorithm = ARGV[1]
-local cost = tonumber(ARGV[2])
-local now
-if ARGV[3] == '' then
-  if redis.replicate_commands then
-    redis.replicate_commands()
-  end
+-- One rate-limit decision on one string key: whether the request is admitted, and the state
+-- as it was before it, so the client derives every figure with the same code as the memory
+-- store. Only the admission test and the next state are computed here (integers held exactly
+-- in doubles: every product stays below 2^53).
+--
+-- KEYS[1]: the key. ARGV[1]: 'G' (one GCRA quota), 'g', 's' or 'f'; ARGV[2]: cost;
+-- ARGV[3]: now in µs ('' = Redis TIME); ARGV[4]: the key's time to live in ms, as text (the
+-- longest any state can take to run out: computing it here would format a number, which
+-- costs more than the rest of the script); then two numbers per quota: for GCRA the
+-- emission interval and the tolerance (burst × interval), for the windows the count and the
+-- period, all in µs.
+--
+-- The state is packed doubles, never decimal text (formatting and parsing large numbers is
+-- what costs most in a script): 'G' stores the theoretical arrival time, the others three
+-- doubles per quota (a: TAT or window index + 1, b: count, c: previous window's count). A
+-- value of another length counts as a fresh key.
+--
+-- Returns {admitted (1 or 0), now, state}: state is the TAT for 'G', else the packed string
+-- or false when the key was fresh.
+local now = ARGV[3]
+if now == '' then
   local time = redis.call('TIME')
-  now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+  now = time[1] * 1000000 + time[2]
 else
-  now = tonumber(ARGV[3])
+  now = tonumber(now)
+end
+local cost = tonumber(ARGV[2])
+local algorithm = ARGV[1]
+
+if algorithm == 'G' then
+  local raw = redis.call('GET', KEYS[1])
+  local tat = 0
+  if raw and #raw == 8 then
+    tat = struct.unpack('<d', raw)
+  end
+  local next_tat = math.max(tat, now) + cost * ARGV[5]
+  if next_tat - now > tonumber(ARGV[6]) then
+    return {0, now, tat}
+  end
+  if cost > 0 then
+    redis.call('SET', KEYS[1], struct.pack('<d', next_tat), 'PX', ARGV[4])
+  end
+  return {1, now, tat}
 end
 
-local n = (#ARGV - 3) / 3
-local fields = {}
-for i = 0, n - 1 do
-  fields[#fields + 1] = 'a' .. i
-  fields[#fields + 1] = 'b' .. i
-  fields[#fields + 1] = 'c' .. i
+local n = (#ARGV - 4) / 2
+local format = string.rep('d', 3 * n)
+local raw = redis.call('GET', KEYS[1])
+local state
+if raw and #raw == 24 * n then
+  state = {struct.unpack('<' .. format, raw)}
+else
+  raw = false
+  state = {}
+  for i = 1, 3 * n do
+    state[i] = 0
+  end
 end
-local stored = redis.call('HMGET', KEYS[1], unpack(fields))
 
-local verdicts = {}
-local allowed = true
-local binding = 1
 for i = 1, n do
-  local count = tonumber(ARGV[1 + 3 * i])
-  local burst = tonumber(ARGV[2 + 3 * i])
-  local period = tonumber(ARGV[3 + 3 * i]) * 1000
-  local a = tonumber(stored[3 * i - 2]) or 0
-  local b = tonumber(stored[3 * i - 1]) or 0
-  local c = tonumber(stored[3 * i]) or 0
-  local v = {}
+  local j = 3 * i - 2
+  local x, y = tonumber(ARGV[3 + 2 * i]), tonumber(ARGV[4 + 2 * i])
+  local a, b, c = state[j], state[j + 1], state[j + 2]
   if algorithm == 'g' then
-    local interval = idiv(period, count)
-    local tat = math.max(a, now)
-    local horizon = now + burst * interval
-    local remaining_now = idiv(horizon - tat, interval)
-    local next_tat = tat + cost * interval
-    if cost > burst then
-      v = {false, remaining_now, tat - now, period, a, b, c}
-    elseif next_tat <= horizon then
-      v = {true, idiv(horizon - next_tat, interval), next_tat - now, 0, next_tat, 0, 0}
-    else
-      v = {false, remaining_now, tat - now, next_tat - horizon, a, b, c}
+    local next_tat = math.max(a, now) + cost * x
+    if next_tat - now > y then
+      return {0, now, raw}
     end
+    state[j], state[j + 1], state[j + 2] = next_tat, 0, 0
   else
-    local window = idiv(now, period)
-    local start = window * period
-    local reset = start + period - now
+    local window = (now - math.fmod(now, y)) / y
     local current, previous = 0, 0
     if a == window + 1 then
       current, previous = b, c
@@ -65,77 +77,20 @@ for i = 1, n do
     end
     local estimate = current
     if algorithm == 's' then
-      local period_ms = period / 1000
-      local elapsed_ms = idiv(now - start, 1000)
-      estimate = current + idiv(previous * (period_ms - elapsed_ms), period_ms)
+      local period_ms = y / 1000
+      local elapsed = now - window * y
+      local elapsed_ms = (elapsed - math.fmod(elapsed, 1000)) / 1000
+      local weighted = previous * (period_ms - elapsed_ms)
+      estimate = current + (weighted - math.fmod(weighted, period_ms)) / period_ms
     end
-    local remaining_now = math.max(count - estimate, 0)
-    if cost > count then
-      v = {false, remaining_now, reset, period, a, b, c}
-    elseif estimate + cost <= count then
-      v = {true, count - estimate - cost, reset, 0, window + 1, current + cost, previous}
-    elseif algorithm == 'f' then
-      v = {false, remaining_now, reset, reset, a, b, c}
-    else
-      local period_ms = period / 1000
-      local function first_fit(prev, room)
-        if prev == 0 then
-          return 0
-        end
-        return math.max(period_ms - idiv((room + 1) * period_ms - 1, prev), 0)
-      end
-      local admitted_at
-      if current + cost <= count then
-        admitted_at = start + first_fit(previous, count - current - cost) * 1000
-      else
-        admitted_at = start + period + first_fit(current, count - cost) * 1000
-      end
-      v = {false, remaining_now, reset, math.max(admitted_at - now, 0), a, b, c}
+    if estimate + cost > x then
+      return {0, now, raw}
     end
-  end
-  verdicts[i] = v
-  if i > 1 then
-    local current = verdicts[binding]
-    if allowed and not v[1] then
-      allowed = false
-      binding = i
-    elseif allowed and v[1] and v[2] < current[2] then
-      binding = i
-    elseif not allowed and not v[1] and v[4] > current[4] then
-      binding = i
-    end
-  else
-    allowed = v[1]
+    state[j], state[j + 1], state[j + 2] = window + 1, current + cost, previous
   end
 end
 
-if allowed and cost > 0 then
-  local update = {}
-  local idle_at = 0
-  for i = 1, n do
-    local v = verdicts[i]
-    update[#update + 1] = 'a' .. (i - 1)
-    update[#update + 1] = v[5]
-    update[#update + 1] = 'b' .. (i - 1)
-    update[#update + 1] = v[6]
-    update[#update + 1] = 'c' .. (i - 1)
-    update[#update + 1] = v[7]
-    local period = tonumber(ARGV[3 + 3 * i]) * 1000
-    local until_idle = v[5]
-    if algorithm == 'f' then
-      until_idle = v[5] * period
-    elseif algorithm == 's' then
-      until_idle = (v[5] + 1) * period
-    end
-    idle_at = math.max(idle_at, until_idle)
-  end
-  redis.call('HSET', KEYS[1], unpack(update))
-  redis.call('PEXPIRE', KEYS[1], math.max(math.ceil((idle_at - now) / 1000), 1))
+if cost > 0 then
+  redis.call('SET', KEYS[1], struct.pack('<' .. format, unpack(state)), 'PX', ARGV[4])
 end
-
-local v = verdicts[binding]
-local retry = 0
-if not allowed then
-  retry = math.max(v[4], 1)
-end
-return {allowed and 1 or 0, binding - 1, v[2], v[3], retry}
+return {1, now, raw}
