@@ -59,7 +59,7 @@ use axum::{
 use bytes::Bytes;
 use perfkit::{
     cache::{Cache, CacheBuilder, CacheStats, EntryOptions},
-    health::{CacheCheck, HealthMonitor, RedisCheck, SqlCheck},
+    health::{CacheCheck, HealthMonitor, RateLimitCheck, RedisCheck, SqlCheck},
     pool::{PgPoolBuilder, RedisHandle, RedisPoolBuilder, SqlitePoolBuilder},
     rate_limit::{ClientIp, PolicyFor, RateLimitLayer, RedisStore, RoutePolicy, TrustedProxies},
     timeout::TimeoutLayer,
@@ -199,7 +199,9 @@ pub(crate) async fn app(config: Config) -> Result<Router, Box<dyn Error>> {
     if let Some(builder) = config.redis {
         let redis: RedisHandle = builder.build().await?;
         // Decisions in Redis, shared by every instance; in memory while Redis fails.
-        rate_limit = rate_limit.store(RedisStore::new(redis.clone()));
+        let store = RedisStore::new(redis.clone());
+        health = health.check(RateLimitCheck::from(&store));
+        rate_limit = rate_limit.store(store);
         health = health
             .check(RedisCheck::from(&redis))
             .pools("redis", move || redis.stats());

@@ -88,6 +88,15 @@
 //!     .nest_service("/health", monitor.service());
 //! ```
 //!
+//! # Built-in checks
+//!
+//! | check | feature | what it does |
+//! | --- | --- | --- |
+//! | [`SqlCheck`] | `postgres` or `sqlite` | `SELECT 1` on a pooled connection |
+//! | [`RedisCheck`] | `redis` | `PING` on a Redis connection or handle |
+//! | [`CacheCheck`] | `cache` | pings a Redis or tiered cache backend; a memory cache is always up |
+//! | [`RateLimitCheck`] | `rate-limit` and `redis` | pings a Redis rate-limit store, and fails while its insurance decides |
+//!
 //! # Pool statistics
 //!
 //! With a pool feature (`postgres`, `sqlite`, `redis`) enabled,
