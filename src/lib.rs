@@ -74,6 +74,8 @@ mod env;
     feature = "cache"
 ))]
 mod histogram;
+#[cfg(any(feature = "cache", feature = "rate-limit"))]
+mod log_gate;
 
 #[cfg(feature = "rate-limit")]
 #[cfg_attr(docsrs, doc(cfg(feature = "rate-limit")))]

@@ -5,6 +5,8 @@ use std::{any::type_name, fmt, future::Future, sync::Arc, time::Duration};
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::task::JoinSet;
 
+use crate::log_gate::LogGate;
+
 use super::{
     CacheBuilder,
     backend::{
@@ -15,7 +17,7 @@ use super::{
     flight::{Flights, Join, Leader, Outcome},
     key::Namespace,
     options::EntryOptions,
-    stats::{CacheStats, LogGate, Stats},
+    stats::{CacheStats, LOG_INTERVAL, Stats},
 };
 
 /// What a cached value must be: serde both ways (for remote backends), cloneable (a hit
@@ -138,11 +140,11 @@ impl Cache {
                 flights: Arc::default(),
                 stats: Stats::default(),
                 logs: Logs {
-                    get_failed: LogGate::new(),
-                    set_failed: LogGate::new(),
-                    undecodable: LogGate::new(),
-                    refresh_failed: LogGate::new(),
-                    encode_failed: LogGate::new(),
+                    get_failed: LogGate::new(LOG_INTERVAL),
+                    set_failed: LogGate::new(LOG_INTERVAL),
+                    undecodable: LogGate::new(LOG_INTERVAL),
+                    refresh_failed: LogGate::new(LOG_INTERVAL),
+                    encode_failed: LogGate::new(LOG_INTERVAL),
                 },
             }),
         }
@@ -434,7 +436,7 @@ impl Cache {
 
     fn set_failed(&self, error: &dyn fmt::Display) {
         Stats::count(&self.inner.stats.errors);
-        if let Some(held_back) = self.inner.logs.set_failed.open() {
+        if let Some(held_back) = self.inner.logs.set_failed.open(now_ms()) {
             tracing::warn!(error = %error, held_back, "cache write skipped: backend failed");
         }
     }
@@ -481,7 +483,7 @@ impl Cache {
                 Ok(entry) => entry,
                 Err(error) => {
                     Stats::count(&self.inner.stats.errors);
-                    if let Some(held_back) = self.inner.logs.get_failed.open() {
+                    if let Some(held_back) = self.inner.logs.get_failed.open(now_ms()) {
                         tracing::warn!(error = %error, held_back, "cache read failed: counted as a miss");
                     }
                     None
@@ -506,7 +508,7 @@ impl Cache {
 
     async fn undecodable(&self, key: &Key, error: &CodecError) {
         Stats::count(&self.inner.stats.errors);
-        if let Some(held_back) = self.inner.logs.undecodable.open() {
+        if let Some(held_back) = self.inner.logs.undecodable.open(now_ms()) {
             tracing::warn!(key = ?key, error = %error, held_back, "cache entry does not decode: removed, counted as a miss");
         }
         // Best effort: a failure here is a failure of the backend, already logged by reads.
@@ -588,7 +590,7 @@ impl Cache {
             }
             Err(error) => {
                 Stats::count(&self.inner.stats.errors);
-                if let Some(held_back) = self.inner.logs.encode_failed.open() {
+                if let Some(held_back) = self.inner.logs.encode_failed.open(now_ms()) {
                     tracing::warn!(key = ?key, error = %error, held_back, "computed value not cached: it does not encode");
                 }
             }
@@ -629,7 +631,7 @@ impl Cache {
         runtime.spawn(async move {
             if let Err(error) = cache.compute_and_store(key.clone(), &options, compute, leader).await {
                 Stats::count(&cache.inner.stats.errors);
-                if let Some(held_back) = cache.inner.logs.refresh_failed.open() {
+                if let Some(held_back) = cache.inner.logs.refresh_failed.open(now_ms()) {
                     tracing::warn!(key = ?key, error = %error, held_back, "background cache refresh failed; the stale value stays");
                 }
             }

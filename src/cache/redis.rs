@@ -6,12 +6,14 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use redis::{Script, aio::ConnectionManager};
 
+use crate::log_gate::LogGate;
+
 use super::{
     backend::{
         Backend, Decoder, Entry, EntryMeta, Epoch, Key, KeyPrefix, Tag, TagEpoch, Value, now_ms,
     },
     error::BackendError,
-    stats::LogGate,
+    stats::LOG_INTERVAL,
 };
 use crate::pool::RedisHandle;
 
@@ -184,7 +186,7 @@ impl RedisBackend {
                 instance: fastrand::u128(..),
                 get_script: Script::new(GET_SCRIPT),
                 epochs_script: Script::new(EPOCHS_SCRIPT),
-                corrupt_log: LogGate::new(),
+                corrupt_log: LogGate::new(LOG_INTERVAL),
             }),
         }
     }
@@ -238,7 +240,7 @@ impl RedisBackend {
             instance: fastrand::u128(..),
             get_script: Script::new(GET_SCRIPT),
             epochs_script: Script::new(EPOCHS_SCRIPT),
-            corrupt_log: LogGate::new(),
+            corrupt_log: LogGate::new(LOG_INTERVAL),
         };
         change(&mut inner);
         Self {
@@ -692,7 +694,7 @@ fn escape_glob(text: &str) -> String {
 
 /// Logs a corrupt entry, rate-limited by `gate`.
 fn warn_corrupt(gate: &LogGate, key: &Key, problem: &str) {
-    if let Some(held_back) = gate.open() {
+    if let Some(held_back) = gate.open(now_ms()) {
         tracing::warn!(
             key = key.as_str(),
             problem,

@@ -1,12 +1,13 @@
-//! Counters, the latency histogram and rate-limited logging.
+//! Counters, the latency histogram and the pace of failure logs.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::{
+    sync::atomic::{AtomicU64, Ordering::Relaxed},
+    time::Duration,
+};
 
 use serde::Serialize;
 
 use crate::histogram::Histogram;
-
-use super::backend::now_ms;
 
 /// A point-in-time reading of a cache's counters, from [`Cache::stats`](super::Cache::stats).
 ///
@@ -103,52 +104,12 @@ impl Stats {
     }
 }
 
-/// Lets one log line through per interval and counts the ones held back.
-#[derive(Debug)]
-pub(crate) struct LogGate {
-    next_ms: AtomicU64,
-    held_back: AtomicU64,
-}
-
-/// Interval between two lines of one kind.
-const LOG_INTERVAL_MS: u64 = 10_000;
-
-impl LogGate {
-    pub(crate) const fn new() -> Self {
-        Self {
-            next_ms: AtomicU64::new(0),
-            held_back: AtomicU64::new(0),
-        }
-    }
-
-    /// `Some(lines held back since the last one)` when a line may be logged now.
-    pub(crate) fn open(&self) -> Option<u64> {
-        let now = now_ms();
-        let next = self.next_ms.load(Relaxed);
-        if now >= next
-            && self
-                .next_ms
-                .compare_exchange(next, now + LOG_INTERVAL_MS, Relaxed, Relaxed)
-                .is_ok()
-        {
-            return Some(self.held_back.swap(0, Relaxed));
-        }
-        self.held_back.fetch_add(1, Relaxed);
-        None
-    }
-}
+/// Interval between two log lines of one kind of cache failure.
+pub(crate) const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn log_gate_lets_one_line_through_per_interval() {
-        let gate = LogGate::new();
-        assert_eq!(gate.open(), Some(0));
-        assert_eq!(gate.open(), None);
-        assert_eq!(gate.open(), None);
-    }
 
     #[test]
     fn hit_rate_counts_stale_serves_as_answers() {

@@ -20,6 +20,8 @@ use async_trait::async_trait;
 use futures_core::Stream;
 use tokio::{sync::Notify, task::JoinHandle};
 
+use crate::log_gate::LogGate;
+
 use super::{
     backend::{
         Backend, Decoder, Entry, EntryMeta, Epoch, Key, KeyPrefix, LocalLookup, Tag, Value, now_ms,
@@ -27,7 +29,7 @@ use super::{
     error::BackendError,
     memory::MemoryBackend,
     redis::{Message, RedisBackend},
-    stats::LogGate,
+    stats::LOG_INTERVAL,
 };
 
 /// Default for [`TieredBackendBuilder::l1_ttl`].
@@ -359,7 +361,7 @@ impl TieredBackendBuilder {
             stripes: std::array::from_fn(|_| AtomicU64::new(0)),
             namespaces: Mutex::default(),
             wake: Notify::new(),
-            lost_log: LogGate::new(),
+            lost_log: LogGate::new(LOG_INTERVAL),
         };
         TieredBackend {
             shared: Arc::new(Shared {
@@ -449,7 +451,7 @@ impl Coherence {
         self.live.store(false, SeqCst);
         self.global.fetch_add(1, SeqCst);
         lock(&self.namespaces).subscribed.clear();
-        if let Some(held_back) = self.lost_log.open() {
+        if let Some(held_back) = self.lost_log.open(now_ms()) {
             tracing::warn!(
                 error = %reason,
                 held_back,

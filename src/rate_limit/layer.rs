@@ -4,7 +4,7 @@ use std::{
     hash::RandomState,
     str::FromStr,
     sync::{Arc, atomic::AtomicBool},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use http::{Request, StatusCode};
@@ -13,9 +13,9 @@ use tower_layer::Layer;
 
 use super::{
     ClientIp, Key, MemoryStore, PeerIp, Policy, Quota, RateLimit, RateLimitCounters,
-    RateLimitHeaders, Store, headers::PolicyHeaders, key::canonical_net, stats::Throttle,
+    RateLimitHeaders, Store, headers::PolicyHeaders, key::canonical_net,
 };
-use crate::EnvError;
+use crate::{EnvError, log_gate::LogGate};
 
 /// The policy [`RateLimitLayer::from_env`] applies when neither variable is set.
 pub const DEFAULT_RATE_LIMIT: &str = "100/minute";
@@ -115,11 +115,20 @@ pub(super) struct State {
     pub(super) counters: Arc<RateLimitCounters>,
     /// Whether the missing-key error was logged.
     pub(super) missing_reported: AtomicBool,
-    pub(super) error_log: Throttle,
-    pub(super) shadow_log: Throttle,
+    /// When the layer was built: the origin of its log gates' time.
+    pub(super) built: Instant,
+    pub(super) error_log: LogGate,
+    pub(super) shadow_log: LogGate,
     /// Keys the partition-key digest, so it is stable for the life of the layer and
     /// cannot be reversed (an IPv4 address could be, from an unkeyed hash).
     pub(super) pk: RandomState,
+}
+
+impl State {
+    /// Milliseconds since the layer was built, the time its log gates go by.
+    pub(super) fn log_time(&self) -> u64 {
+        u64::try_from(self.built.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
 }
 
 /// The layer's configuration, shared by its services behind an `Arc`.
@@ -218,8 +227,9 @@ impl RateLimitLayer {
                 state: Arc::new(State {
                     counters: Arc::default(),
                     missing_reported: AtomicBool::new(false),
-                    error_log: Throttle::new(LOG_INTERVAL),
-                    shadow_log: Throttle::new(LOG_INTERVAL),
+                    built: Instant::now(),
+                    error_log: LogGate::new(LOG_INTERVAL),
+                    shadow_log: LogGate::new(LOG_INTERVAL),
                     pk: RandomState::new(),
                 }),
             }),

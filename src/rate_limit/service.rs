@@ -210,7 +210,7 @@ pub(super) fn verdict(
         Ok(decision) => decision,
         Err(error) => {
             state.counters.count(Event::StoreError);
-            if let Some(suppressed) = state.error_log.allow() {
+            if let Some(suppressed) = state.error_log.open(state.log_time()) {
                 tracing::warn!(%error, suppressed, "rate-limit store failed; letting the request through");
             }
             return Verdict::Pass(None);
@@ -241,7 +241,7 @@ pub(super) fn verdict(
     let mut stamp = stamp(&decision);
     if config.shadow {
         state.counters.count(Event::ShadowRefused);
-        if let Some(suppressed) = state.shadow_log.allow() {
+        if let Some(suppressed) = state.shadow_log.open(state.log_time()) {
             tracing::info!(
                 %key,
                 policy = policy.name(),

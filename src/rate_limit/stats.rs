@@ -1,9 +1,6 @@
-//! The layer's counters, and the throttle that keeps its logs from flooding.
+//! The layer's counters.
 
-use std::{
-    sync::atomic::{AtomicU64, Ordering::Relaxed},
-    time::{Duration, Instant},
-};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use serde::{Deserialize, Serialize};
 
@@ -91,48 +88,6 @@ impl RateLimitCounters {
     }
 }
 
-/// Lets one log line through per interval, and counts the ones it held back.
-#[derive(Debug)]
-pub(super) struct Throttle {
-    origin: Instant,
-    interval_ms: u64,
-    /// Milliseconds since `origin` at which the next line may be logged, plus one (0: never
-    /// logged yet).
-    next: AtomicU64,
-    suppressed: AtomicU64,
-}
-
-impl Throttle {
-    pub(super) fn new(interval: Duration) -> Self {
-        Self {
-            origin: Instant::now(),
-            interval_ms: u64::try_from(interval.as_millis()).unwrap_or(u64::MAX),
-            next: AtomicU64::new(0),
-            suppressed: AtomicU64::new(0),
-        }
-    }
-
-    /// `Some(lines held back since the last one)` when a line may be logged now.
-    pub(super) fn allow(&self) -> Option<u64> {
-        let now = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let next = self.next.load(Relaxed);
-        if next != 0 && now + 1 < next {
-            self.suppressed.fetch_add(1, Relaxed);
-            return None;
-        }
-        let due = now.saturating_add(self.interval_ms).saturating_add(1);
-        if self
-            .next
-            .compare_exchange(next, due, Relaxed, Relaxed)
-            .is_err()
-        {
-            self.suppressed.fetch_add(1, Relaxed);
-            return None;
-        }
-        Some(self.suppressed.swap(0, Relaxed))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,17 +106,5 @@ mod tests {
         let json = serde_json::to_value(snapshot).unwrap();
         assert_eq!(json["allowed"], 2);
         assert_eq!(json["shadow_refused"], 0);
-    }
-
-    #[test]
-    fn throttle_lets_one_line_through_per_interval() {
-        let throttle = Throttle::new(Duration::from_secs(3600));
-        assert_eq!(throttle.allow(), Some(0));
-        assert_eq!(throttle.allow(), None);
-        assert_eq!(throttle.allow(), None);
-
-        let open = Throttle::new(Duration::ZERO);
-        assert_eq!(open.allow(), Some(0));
-        assert_eq!(open.allow(), Some(0));
     }
 }

@@ -4,7 +4,10 @@ use std::{
 };
 
 use super::{Decision, Key, MemoryStore};
-use crate::rate_limit::{clock::Clock, error::Error, policy::Policy};
+use crate::{
+    log_gate::LogGate,
+    rate_limit::{clock::Clock, error::Error, policy::Policy},
+};
 
 /// What a [`RedisStore`](super::RedisStore) decides while Redis fails (an error, or no answer
 /// within the deadline).
@@ -34,12 +37,9 @@ pub(super) struct Insurance {
     pub(super) mode: Fallback,
     pub(super) memory: MemoryStore,
     pub(super) retry_interval_us: u64,
-    pub(super) log_interval_us: u64,
     /// 0 while Redis answers; else when it may be tried again (µs on the local clock).
     retry_at: AtomicU64,
-    /// When the last failure was logged (µs + 1; 0 = never).
-    logged_at: AtomicU64,
-    unlogged: AtomicU64,
+    failure_log: LogGate,
 }
 
 impl Insurance {
@@ -53,10 +53,8 @@ impl Insurance {
             mode,
             memory,
             retry_interval_us: micros(retry_interval),
-            log_interval_us: micros(log_interval),
             retry_at: AtomicU64::new(0),
-            logged_at: AtomicU64::new(0),
-            unlogged: AtomicU64::new(0),
+            failure_log: LogGate::new(log_interval),
         }
     }
 
@@ -104,15 +102,7 @@ impl Insurance {
             now.saturating_add(self.retry_interval_us).max(1),
             Ordering::Release,
         );
-        let logged_at = self.logged_at.load(Ordering::Relaxed);
-        let due = logged_at == 0 || now + 1 >= logged_at.saturating_add(self.log_interval_us);
-        if due
-            && self
-                .logged_at
-                .compare_exchange(logged_at, now + 1, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            let unlogged = self.unlogged.swap(0, Ordering::Relaxed);
+        if let Some(unlogged) = self.failure_log.open(now / 1000) {
             tracing::warn!(
                 store = "redis",
                 %error,
@@ -120,8 +110,6 @@ impl Insurance {
                 unlogged_failures = unlogged,
                 "rate-limit store failed; deciding without it until it answers again"
             );
-        } else {
-            self.unlogged.fetch_add(1, Ordering::Relaxed);
         }
     }
 

@@ -1,20 +1,20 @@
 use std::{
     fmt,
     hash::BuildHasher,
-    sync::{
-        Arc, Mutex, PoisonError,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
 
 use hashbrown::{DefaultHashBuilder, HashTable};
 
 use super::{Check, Decision, Key, Source, Store};
-use crate::rate_limit::{
-    algorithm::{self, Slot},
-    clock::{Clock, SystemClock},
-    policy::{MAX_QUOTAS, Policy},
+use crate::{
+    log_gate::LogGate,
+    rate_limit::{
+        algorithm::{self, Slot},
+        clock::{Clock, SystemClock},
+        policy::{MAX_QUOTAS, Policy},
+    },
 };
 
 /// Keys a memory store holds by default.
@@ -22,7 +22,7 @@ const DEFAULT_MAX_KEYS: usize = 100_000;
 /// Fewest keys per shard.
 const MIN_SHARD_KEYS: usize = 8;
 /// Shortest time between two warnings about live keys evicted.
-const EVICTION_LOG_INTERVAL_US: u64 = 10_000_000;
+const EVICTION_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// A [`Store`] in the process's memory: sharded, with a fixed size per key and a bound on the
 /// number of keys.
@@ -67,7 +67,7 @@ struct Inner {
     /// The clock given to the builder; `None` for the default, read without a virtual call.
     clock: Option<Arc<dyn Clock>>,
     system_clock: SystemClock,
-    last_eviction_log: AtomicU64,
+    eviction_log: LogGate,
 }
 
 /// One lock and its table, padded to a cache line so neighbouring shards do not share one.
@@ -187,7 +187,7 @@ impl MemoryStoreBuilder {
                 hasher: DefaultHashBuilder::default(),
                 clock: self.clock,
                 system_clock: SystemClock::new(),
-                last_eviction_log: AtomicU64::new(0),
+                eviction_log: LogGate::new(EVICTION_LOG_INTERVAL),
             }),
         }
     }
@@ -270,16 +270,10 @@ impl MemoryStore {
                 true
             }
         });
-        let last = self.inner.last_eviction_log.load(Ordering::Relaxed);
-        if (last == 0 || now.saturating_sub(last) >= EVICTION_LOG_INTERVAL_US)
-            && self
-                .inner
-                .last_eviction_log
-                .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
+        if let Some(held_back) = self.inner.eviction_log.open(now / 1000) {
             tracing::warn!(
                 evicted = excess,
+                held_back,
                 max_keys = capacity * self.inner.shards.len(),
                 "rate-limit memory store full: evicted keys whose budget was not yet whole; \
                  raise MemoryStoreBuilder::max_keys if this is regular traffic"
