@@ -57,7 +57,23 @@
 //!
 //! A [`Store`] keeps each key's state and decides each request with one call,
 //! [`Store::check`], which returns a [`Decision`]: admitted or not, the figures for the
-//! rate-limit headers, and who decided ([`Source`]).
+//! rate-limit headers, and who decided ([`Source`]). Both stores run the same three
+//! [`Algorithm`]s with the same integer arithmetic, and one test suite holds them to the
+//! same decisions on a controlled clock.
+//!
+//! - [`MemoryStore`] (the default): sharded, a fixed size per key (64 bytes of state), and
+//!   bounded ([`MemoryStoreBuilder::max_keys`], 100 000 by default): a full shard first
+//!   forgets keys whose budget is whole again, so a flood of new addresses costs bounded
+//!   memory. Decisions are ready at once and allocate nothing.
+//! - [`RedisStore`] (with `redis`): budgets shared by every server, one `EVALSHA` per
+//!   decision on Redis's own clock (`TIME`), keys hash-tagged to one cluster slot and
+//!   expiring when idle. When Redis errors or misses its deadline (50 ms), the [`Fallback`]
+//!   decides (an in-memory store of the instance by default), the failure is logged at most
+//!   once per interval, and Redis is used again as soon as it answers.
+//!
+//! Time is an [`Instant`](std::time::Instant)-based [`Clock`]: [`SystemClock`] by default,
+//! [`ManualClock`] for tests, and [`CoarseClock`] where a clock refreshed every millisecond
+//! is precise enough and a cheaper read matters (`benches/rate_limit.rs` measures both).
 //!
 //! # The layer
 //!
