@@ -80,6 +80,23 @@
 //! - **Bounded memory.** [`MemoryBackend`] holds at most its entry count and its bytes,
 //!   and at most its number of tag epochs; latency statistics are a fixed-size histogram.
 //!
+//! # Backends
+//!
+//! - [`MemoryBackend`] (the default): decoded values in process, bounded by entries, bytes
+//!   and tag epochs (see *Memory backend* below).
+//! - [`RedisBackend`] (with `redis`): entries and tag epochs in Redis, over the pool's
+//!   [`RedisHandle`](crate::pool::RedisHandle). A read is one round trip: one script reads
+//!   the entry and its tags' current epochs and answers only if they all match. Every call
+//!   has a deadline (100 ms), so a hung Redis costs a miss, not a stalled request.
+//! - [`TieredBackend`] (with `redis`): a [`MemoryBackend`] L1 in front of a [`RedisBackend`]
+//!   L2. L1 hits cost no network and no decoding; every change is published on the
+//!   namespace's channel in the same round trip, and every instance drops its copies on
+//!   receipt. L1 copies live at most 30 s should a message be lost, are not trusted while the
+//!   subscription is down (they are served only when Redis cannot answer), and are flushed
+//!   when it comes back.
+//!
+//! [`Cache::from_env`] picks memory without `REDIS_URL` and tiered with it.
+//!
 //! # Keys
 //!
 //! The storage key is `{prefix}:k:` and the key; tags are `{prefix}:t:` and the tag. The
