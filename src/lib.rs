@@ -112,7 +112,9 @@ pub use env::EnvError;
     feature = "timing",
     feature = "axum",
     feature = "health",
-    feature = "sqlite"
+    feature = "sqlite",
+    feature = "rate-limit",
+    feature = "cache"
 ))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
