@@ -137,17 +137,6 @@ impl Key {
             _ => None,
         }
     }
-
-    /// A 128-bit digest of the key, for partition keys in headers: never the key itself.
-    pub fn digest(&self) -> u128 {
-        match &self.0 {
-            Repr::Hashed(hash) => join(*hash),
-            _ => match Self::hashed(self.to_string()).0 {
-                Repr::Hashed(hash) => join(hash),
-                _ => 0,
-            },
-        }
-    }
 }
 
 fn split(value: u128) -> [u64; 2] {
