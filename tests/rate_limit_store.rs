@@ -376,7 +376,12 @@ mod redis_only {
             return;
         };
         let handle = RedisPoolBuilder::new(&redis.url).build().await.unwrap();
-        let store = RedisStore::builder(handle).prefix(&redis.prefix).build();
+        // A generous deadline: this test is about expiry, and a late answer would be
+        // decided by the insurance, leaving nothing in Redis to expire.
+        let store = RedisStore::builder(handle)
+            .prefix(&redis.prefix)
+            .timeout(Duration::from_secs(5))
+            .build();
         let policy = Policy::new(Quota::per_second(10));
         let key = Key::text("idle");
         assert!(store.check(&policy, &key, 2).await.unwrap().allowed);
