@@ -140,9 +140,7 @@ fn main() {
     };
     bench_group(&mut c, &rt, "health_probe_sleep", sleeping);
 
-    let database_url = std::env::var("DATABASE_URL")
-        .ok()
-        .filter(|url| !url.trim().is_empty());
+    let database_url = support::service_url("DATABASE_URL");
     let postgres = database_url.is_some();
     match database_url {
         Some(url) => {

@@ -162,45 +162,15 @@ fn main() {
 /// The rate-limit variants, driven as `benches/rate_limit/layer.rs` drives them.
 #[cfg(feature = "rate-limit")]
 mod rate_limit {
-    use std::{convert::Infallible, hint::black_box, net::SocketAddr};
+    use std::time::Duration;
 
-    use axum::{body::Body, extract::ConnectInfo};
-    use http::{HeaderValue, Request, Response, header};
     use perfkit::rate_limit::{Quota, RateLimitHeaders, RateLimitLayer};
-    use tower::{Layer, Service, ServiceExt, service_fn};
+    use tower::{Layer, service_fn};
     use tower_governor::{GovernorLayer, governor::GovernorConfigBuilder};
 
-    /// A million requests per second with a burst of a billion: never refuses.
-    const RATE: u32 = 1_000_000;
-    const BURST: u32 = 1_000_000_000;
+    use crate::support::rate_limit::{BURST, RATE, drive, hello};
 
-    async fn hello(_req: Request<()>) -> Result<Response<Body>, Infallible> {
-        let mut response = Response::new(Body::from("Hello, World!"));
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        Ok(response)
-    }
-
-    /// One client: axum's `ConnectInfo`, which tower_governor reads, and the plain address
-    /// perfkit reads without its `axum` feature, in every variant's requests.
-    async fn drive<S, B>(mut service: S, requests: u64)
-    where
-        S: Service<Request<()>, Response = Response<B>>,
-        S::Error: std::fmt::Debug,
-    {
-        let addr = SocketAddr::from(([203, 0, 113, 7], 40_000));
-        for _ in 0..requests {
-            let mut request = Request::new(());
-            request.extensions_mut().insert(ConnectInfo(addr));
-            request.extensions_mut().insert(addr);
-            let response = service.ready().await.unwrap().call(request).await.unwrap();
-            black_box(response);
-        }
-    }
-
-    pub(super) async fn probe(variant: &str, requests: u64) {
+    pub(super) async fn probe(variant: &str, requests: u64) -> Duration {
         let quota = Quota::per_second(RATE).with_burst(BURST);
         let perfkit = |headers| RateLimitLayer::new(quota).headers(headers);
         let mut governor = GovernorConfigBuilder::default();

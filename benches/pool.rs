@@ -213,12 +213,9 @@ fn selected(group: &str) -> bool {
 }
 
 fn main() {
-    let url = match std::env::var("DATABASE_URL") {
-        Ok(url) if !url.trim().is_empty() => url.trim().to_owned(),
-        _ => {
-            eprintln!("skipped the pool bench: DATABASE_URL is not set");
-            return;
-        }
+    let Some(url) = support::service_url("DATABASE_URL") else {
+        eprintln!("skipped the pool bench: DATABASE_URL is not set");
+        return;
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -127,10 +127,7 @@ fn memory(c: &mut Criterion) {
 fn redis(c: &mut Criterion) {
     use perfkit::rate_limit::{RedisStore, Store};
 
-    let Some(url) = std::env::var("REDIS_URL")
-        .ok()
-        .filter(|url| !url.trim().is_empty())
-    else {
+    let Some(url) = support::service_url("REDIS_URL") else {
         println!("{REDIS}: skipped, REDIS_URL is not set");
         return;
     };

@@ -138,10 +138,7 @@ fn print_ops(group: &str) {
 }
 
 fn main() {
-    let Some(url) = std::env::var("REDIS_URL")
-        .ok()
-        .filter(|url| !url.trim().is_empty())
-    else {
+    let Some(url) = support::service_url("REDIS_URL") else {
         println!("redis_pool: skipped, REDIS_URL is not set");
         return;
     };

@@ -37,10 +37,7 @@ use super::super::records::{Record, records};
 use crate::support::print_ratios;
 
 pub(super) fn run(c: &mut Criterion, runtime: &Runtime) {
-    let Some(url) = std::env::var("REDIS_URL")
-        .ok()
-        .filter(|url| !url.trim().is_empty())
-    else {
+    let Some(url) = crate::support::service_url("REDIS_URL") else {
         println!("skipped cache Redis benches: REDIS_URL is not set");
         return;
     };

@@ -2,15 +2,15 @@
 //! with the same quota and a bare service: admitting (a quota generous enough never to
 //! refuse) and refusing (a quota of one per hour, spent on the first request).
 
-use std::{convert::Infallible, hint::black_box, net::SocketAddr, time::Duration};
+use std::time::Duration;
 
-use axum::{body::Body, extract::ConnectInfo};
 use criterion::Criterion;
-use http::{HeaderValue, Request, Response, header};
 use perfkit::rate_limit::{Quota, RateLimitHeaders, RateLimitLayer};
 use tokio::runtime::Runtime;
-use tower::{Layer, Service, ServiceExt, service_fn};
+use tower::{Layer, service_fn};
 use tower_governor::{GovernorLayer, governor::GovernorConfigBuilder};
+
+use crate::support::rate_limit::{BURST, RATE, drive, hello};
 
 const ADMIT: &str = "rate_limit_layer";
 const REFUSE: &str = "rate_limit_layer_refusing";
@@ -23,40 +23,6 @@ const ADMIT_VARIANTS: [&str; 6] = [
     "tower_governor_headers",
 ];
 const REFUSE_VARIANTS: [&str; 2] = ["perfkit", "tower_governor"];
-
-/// A million requests per second with a burst of a billion: never refuses in a bench run.
-const RATE: u32 = 1_000_000;
-const BURST: u32 = 1_000_000_000;
-
-/// The hello-world handler; its response carries a header, as any real one does.
-async fn hello(_req: Request<()>) -> Result<Response<Body>, Infallible> {
-    let mut response = Response::new(Body::from("Hello, World!"));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    Ok(response)
-}
-
-/// Sends `requests` requests from one client through `service`; every variant, the bare one
-/// included, pays for the connection info a server would insert: axum's `ConnectInfo`, which
-/// tower_governor reads, and the plain address perfkit reads without its `axum` feature.
-async fn drive<S, B>(mut service: S, requests: u64) -> Duration
-where
-    S: Service<Request<()>, Response = Response<B>>,
-    S::Error: std::fmt::Debug,
-{
-    let addr = SocketAddr::from(([203, 0, 113, 7], 40_000));
-    let start = std::time::Instant::now();
-    for _ in 0..requests {
-        let mut request = Request::new(());
-        request.extensions_mut().insert(ConnectInfo(addr));
-        request.extensions_mut().insert(addr);
-        let response = service.ready().await.unwrap().call(request).await.unwrap();
-        black_box(response);
-    }
-    start.elapsed()
-}
 
 fn perfkit(quota: Quota, headers: RateLimitHeaders) -> RateLimitLayer {
     RateLimitLayer::new(quota).headers(headers)

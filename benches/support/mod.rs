@@ -9,6 +9,17 @@ use std::{
 use criterion::Criterion;
 
 pub(crate) mod layers;
+#[cfg(feature = "rate-limit")]
+pub(crate) mod rate_limit;
+
+/// A service URL from the environment (`REDIS_URL`, `DATABASE_URL`), trimmed; `None` when
+/// it is unset or empty, for the bench to say it is skipped.
+pub(crate) fn service_url(var: &str) -> Option<String> {
+    std::env::var(var)
+        .ok()
+        .map(|url| url.trim().to_owned())
+        .filter(|url| !url.is_empty())
+}
 
 /// Criterion settings that keep a default `cargo bench` run to a few minutes (no plots: they
 /// take longer to draw than most benches take to run); command-line options
