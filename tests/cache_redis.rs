@@ -531,6 +531,56 @@ async fn tiered_l1_is_not_trusted_once_the_subscription_drops() {
 }
 
 #[tokio::test]
+async fn tiered_an_idle_subscription_stays_up_across_its_pings() {
+    let Some(server) =
+        RedisServer::start("tiered_an_idle_subscription_stays_up_across_its_pings").await
+    else {
+        return;
+    };
+    let ns = Namespace::new(&server.url());
+    let ping_interval = Duration::from_millis(40);
+    let backend = TieredBackend::builder(
+        redis_backend(&server.url()).await,
+        redis::Client::open(server.url()).unwrap(),
+    )
+    .ping_interval(ping_interval)
+    .build();
+    let cache = cache(&ns, backend.clone());
+    cache.set("k", &1u32, tagged(&["t"])).await.unwrap();
+    assert_eq!(cache.get::<u32>("k").await.unwrap(), Some(1));
+    subscribed(&backend).await;
+    assert_eq!(cache.get::<u32>("k").await.unwrap(), Some(1));
+    assert_eq!(backend.l1().len(), 1);
+
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+    let mut pubsub_ids = async || -> Vec<String> {
+        let list: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .arg("TYPE")
+            .arg("pubsub")
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        list.split_whitespace()
+            .filter(|field| field.starts_with("id="))
+            .map(str::to_owned)
+            .collect()
+    };
+    let before = pubsub_ids().await;
+    assert_eq!(before.len(), 1, "{before:?}");
+
+    // Fifteen ping intervals with nothing else on the subscription.
+    let idle_until = Instant::now() + ping_interval * 15;
+    while Instant::now() < idle_until {
+        assert!(backend.is_subscribed(), "the subscription dropped while idle");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(pubsub_ids().await, before, "the subscription was reopened");
+    assert_eq!(backend.l1().len(), 1, "L1 was not flushed");
+}
+
+#[tokio::test]
 async fn tiered_listener_stops_with_the_last_clone() {
     let Some(server) = RedisServer::start("tiered_listener_stops_with_the_last_clone").await else {
         return;

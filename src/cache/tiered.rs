@@ -40,8 +40,8 @@ const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How long opening the subscription, or one `SUBSCRIBE` or `PING` on it, may take.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
-/// How often the subscription is checked with a `PING`, to notice a silent network.
-const PING_INTERVAL: Duration = Duration::from_secs(5);
+/// Default for [`TieredBackendBuilder::ping_interval`].
+const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(5);
 /// Number of per-key write counters; keys share them by hash.
 const STRIPES: usize = 64;
 
@@ -68,7 +68,7 @@ const STRIPES: usize = 64;
 ///   trigger early refresh, since Redis still holds the full lifetime.
 /// - **The subscription** runs on a connection of its own, opened from the `redis::Client`
 ///   given to the builder, when the first key of a namespace is used. It is checked with a
-///   `PING` every 5 seconds and reopened with backoff (100 ms doubling to 5 s) when it drops.
+///   `PING` every 5 seconds ([`ping_interval`](TieredBackendBuilder::ping_interval)) and reopened with backoff (100 ms doubling to 5 s) when it drops.
 ///   From the moment it drops (messages may be missed) L1 is no longer trusted: reads go to
 ///   Redis, and fall back on the L1 copy, within its TTL, only when Redis cannot answer, so
 ///   an application keeps serving what it has while Redis is down. When the subscription is
@@ -111,6 +111,7 @@ struct Shared {
     client: ::redis::Client,
     coherence: Arc<Coherence>,
     l1_ttl: Duration,
+    ping_interval: Duration,
     listener: OnceLock<JoinHandle<()>>,
 }
 
@@ -162,6 +163,7 @@ impl TieredBackend {
             client,
             l1: None,
             l1_ttl: DEFAULT_L1_TTL,
+            ping_interval: DEFAULT_PING_INTERVAL,
         }
     }
 
@@ -196,7 +198,11 @@ impl TieredBackend {
         coherence.wake.notify_one();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             self.shared.listener.get_or_init(|| {
-                runtime.spawn(listen(Arc::clone(coherence), self.shared.client.clone()))
+                runtime.spawn(listen(
+                    Arc::clone(coherence),
+                    self.shared.client.clone(),
+                    self.shared.ping_interval,
+                ))
             });
         }
     }
@@ -333,6 +339,7 @@ pub struct TieredBackendBuilder {
     client: ::redis::Client,
     l1: Option<MemoryBackend>,
     l1_ttl: Duration,
+    ping_interval: Duration,
 }
 
 impl TieredBackendBuilder {
@@ -347,6 +354,14 @@ impl TieredBackendBuilder {
     /// an invalidation message be lost. Defaults to 30 seconds; zero is raised to 1 ms.
     pub fn l1_ttl(mut self, ttl: Duration) -> Self {
         self.l1_ttl = ttl.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How often the idle subscription is checked with a `PING`, so that a connection lost
+    /// without a word (a silent network, a server that hangs) is noticed and reopened.
+    /// Defaults to 5 seconds; zero is raised to 1 ms.
+    pub fn ping_interval(mut self, interval: Duration) -> Self {
+        self.ping_interval = interval.max(Duration::from_millis(1));
         self
     }
 
@@ -369,6 +384,7 @@ impl TieredBackendBuilder {
                 client: self.client,
                 coherence: Arc::new(coherence),
                 l1_ttl: self.l1_ttl,
+                ping_interval: self.ping_interval,
                 listener: OnceLock::new(),
             }),
         }
@@ -462,13 +478,13 @@ impl Coherence {
 }
 
 /// The listener: subscribes, applies messages, resubscribes with backoff when dropped.
-async fn listen(coherence: Arc<Coherence>, client: ::redis::Client) {
+async fn listen(coherence: Arc<Coherence>, client: ::redis::Client, ping_interval: Duration) {
     let mut backoff = MIN_BACKOFF;
     loop {
         match subscribe(&coherence, &client).await {
             Ok((sink, stream)) => {
                 backoff = MIN_BACKOFF;
-                let reason = run(&coherence, sink, stream).await;
+                let reason = run(&coherence, sink, stream, ping_interval).await;
                 coherence.lost(&reason);
             }
             Err(error) => coherence.lost(&error),
@@ -499,8 +515,13 @@ async fn subscribe(
 }
 
 /// Applies messages until the subscription drops; returns why it dropped.
-async fn run(coherence: &Coherence, mut sink: PubSubSink, mut stream: PubSubStream) -> String {
-    let mut ping = tokio::time::interval(PING_INTERVAL);
+async fn run(
+    coherence: &Coherence,
+    mut sink: PubSubSink,
+    mut stream: PubSubStream,
+    ping_interval: Duration,
+) -> String {
+    let mut ping = tokio::time::interval(ping_interval);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ping.tick().await;
     loop {
@@ -538,11 +559,11 @@ async fn run(coherence: &Coherence, mut sink: PubSubSink, mut stream: PubSubStre
                     lock(&coherence.namespaces).subscribed.push(namespace);
                 }
             }
-            Event::Ping => {
-                if let Err(error) = timed(sink.ping::<String>()).await {
-                    return error.to_string();
-                }
-            }
+            Event::Ping => match timed(sink.ping::<::redis::Value>()).await {
+                Ok(reply) if is_pong(&reply) => {}
+                Ok(reply) => return format!("PING was answered with {reply:?}"),
+                Err(error) => return error.to_string(),
+            },
         }
     }
 }
@@ -562,6 +583,21 @@ async fn timed<T>(step: impl Future<Output = ::redis::RedisResult<T>>) -> Result
             "redis",
             format!("the subscription did not answer within {SUBSCRIBE_TIMEOUT:?}"),
         )),
+    }
+}
+
+/// Whether `reply` answers a `PING`: `PONG` on a connection without subscriptions, and
+/// `["pong", ""]` in RESP2's subscribe mode, which is the listener's usual state.
+fn is_pong(reply: &::redis::Value) -> bool {
+    use ::redis::Value;
+    let pong = |value: &Value| match value {
+        Value::SimpleString(text) => text.eq_ignore_ascii_case("pong"),
+        Value::BulkString(bytes) => bytes.eq_ignore_ascii_case(b"pong"),
+        _ => false,
+    };
+    match reply {
+        Value::Array(items) | Value::Push { data: items, .. } => items.first().is_some_and(pong),
+        other => pong(other),
     }
 }
 
@@ -617,6 +653,17 @@ mod tests {
         assert_eq!(short.fresh_until, 100_000);
         assert_eq!(short.stale_while_revalidate_until, 120_000);
         assert_eq!(short.compute_ms, 20);
+    }
+
+    #[test]
+    fn pongs_are_recognised_in_and_out_of_subscribe_mode() {
+        use ::redis::Value;
+        let bulk = |text: &str| Value::BulkString(text.as_bytes().to_vec());
+        assert!(is_pong(&Value::SimpleString("PONG".into())));
+        assert!(is_pong(&Value::Array(vec![bulk("pong"), bulk("")])));
+        assert!(!is_pong(&Value::Array(Vec::new())));
+        assert!(!is_pong(&Value::Okay));
+        assert!(!is_pong(&bulk("hello")));
     }
 
     #[test]
