@@ -38,16 +38,7 @@
 //! are shared by every instance of the app; while Redis fails, each instance decides in
 //! memory.
 
-use std::{
-    collections::BTreeMap,
-    error::Error,
-    net::SocketAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::Duration,
-};
+use std::{collections::BTreeMap, error::Error, net::SocketAddr, time::Duration};
 
 use axum::{
     Json, Router,
@@ -298,28 +289,20 @@ struct UserStats {
 }
 
 /// Served from the cache when it holds the aggregate (`X-Cache: HIT`), else computed
-/// once, however many requests arrive together, and cached (`X-Cache: MISS`).
+/// once, however many requests arrive together, and cached (`X-Cache: MISS`, both for the
+/// request that computed and for those that waited for it: neither was served from the
+/// cache). The labels agree with `GET /metrics/cache`'s `hits` and `misses`.
 async fn stats(State(state): State<AppState>) -> Response {
-    let computed = Arc::new(AtomicBool::new(false));
     let options = EntryOptions::new().ttl(STATS_TTL).tag(STATS_TAG);
     let big = state.big.clone();
-    let flag = Arc::clone(&computed);
     let result = state
         .cache
-        .get_or_compute(STATS_KEY, options, move || async move {
-            flag.store(true, Ordering::Relaxed);
+        .get_or_compute_with_source(STATS_KEY, options, move || async move {
             compute_stats(&big).await
         })
         .await;
     match result {
-        Ok(stats) => {
-            let outcome = if computed.load(Ordering::Relaxed) {
-                "MISS"
-            } else {
-                "HIT"
-            };
-            ([("x-cache", outcome)], Json(stats)).into_response()
-        }
+        Ok((stats, source)) => ([("x-cache", source.x_cache())], Json(stats)).into_response(),
         Err(error) => {
             tracing::error!(%error, "GET /stats could not be computed");
             (
@@ -788,18 +771,27 @@ mod tests {
             let app = app.clone();
             tokio::spawn(async move { get(&app, "/stats").await.1 })
         });
-        let mut misses = 0;
+        let (mut hits, mut misses) = (0, 0);
         for request in requests.collect::<Vec<_>>() {
             let headers = request.await.unwrap();
-            misses += usize::from(headers["x-cache"] == "MISS");
+            match headers["x-cache"].to_str().unwrap() {
+                "HIT" => hits += 1,
+                "MISS" => misses += 1,
+                other => panic!("X-Cache: {other}"),
+            }
         }
         assert_eq!(
-            misses, 1,
-            "one request computed, the others shared its result"
+            misses, 20,
+            "none was served from the cache: one computed, the others waited for it"
         );
         let (_, _, body) = get(&app, "/metrics/cache").await;
         let metrics: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(metrics["computations"], 1, "{metrics}");
+        assert_eq!(metrics["hits"], hits, "the labels agree with the counters");
+        assert_eq!(metrics["misses"], misses, "{metrics}");
+
+        let (_, headers, _) = get(&app, "/stats").await;
+        assert_eq!(headers["x-cache"], "HIT");
     }
 
     #[tokio::test]

@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use perfkit::cache::{
     Backend, BackendError, Cache, Decoder, Entry, EntryMeta, EntryOptions, Epoch, Error, Key,
-    KeyPrefix, MemoryBackend, Tag, Value, now_ms,
+    KeyPrefix, MemoryBackend, Source, Tag, Value, now_ms,
 };
 use serde::{Deserialize, Serialize};
 use support::capture::Capture;
@@ -240,6 +240,57 @@ async fn a_hundred_concurrent_callers_share_one_computation() {
     let stats = cache.stats();
     assert_eq!(stats.computations, 1);
     assert_eq!(stats.misses, 100);
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_caller_learns_where_its_value_came_from_as_the_stats_count_it() {
+    let cache = cache();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let options = EntryOptions::new()
+        .ttl(secs(10))
+        .stale_while_revalidate(secs(60))
+        .no_early_refresh();
+    let mut callers = JoinSet::new();
+    for _ in 0..20 {
+        let cache = cache.clone();
+        let compute = counted(&runs, Duration::from_millis(50), user(7));
+        let options = options.clone();
+        callers.spawn(async move {
+            cache
+                .get_or_compute_with_source("u7", options, compute)
+                .await
+        });
+    }
+    let mut sources = HashMap::new();
+    while let Some(result) = callers.join_next().await {
+        let (value, source) = result.unwrap().unwrap();
+        assert_eq!(value, user(7));
+        *sources.entry(source).or_insert(0) += 1;
+    }
+    assert_eq!(sources.get(&Source::Computed), Some(&1));
+    assert_eq!(sources.get(&Source::Joined), Some(&19), "{sources:?}");
+    assert_eq!(sources.get(&Source::Hit), None, "waiting is not a hit");
+    assert_eq!(Source::Joined.x_cache(), "MISS");
+    assert!(!Source::Joined.is_cached());
+
+    let (_, source) = cache
+        .get_or_compute_with_source("u7", options.clone(), counted(&runs, secs(1), user(8)))
+        .await
+        .unwrap();
+    assert_eq!((source, source.x_cache()), (Source::Hit, "HIT"));
+
+    tokio::time::advance(secs(15)).await;
+    let (value, source) = cache
+        .get_or_compute_with_source("u7", options, counted(&runs, secs(1), user(8)))
+        .await
+        .unwrap();
+    assert_eq!(
+        (value, source, source.x_cache()),
+        (user(7), Source::Stale, "STALE")
+    );
+
+    let stats = cache.stats();
+    assert_eq!((stats.hits, stats.misses, stats.stale_serves), (1, 20, 1));
 }
 
 #[tokio::test(start_paused = true)]

@@ -573,7 +573,10 @@ async fn tiered_an_idle_subscription_stays_up_across_its_pings() {
     // Fifteen ping intervals with nothing else on the subscription.
     let idle_until = Instant::now() + ping_interval * 15;
     while Instant::now() < idle_until {
-        assert!(backend.is_subscribed(), "the subscription dropped while idle");
+        assert!(
+            backend.is_subscribed(),
+            "the subscription dropped while idle"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert_eq!(pubsub_ids().await, before, "the subscription was reopened");

@@ -107,6 +107,39 @@ fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// Where a value returned by [`Cache::get_or_compute_with_source`] came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Source {
+    /// A fresh entry in the cache.
+    Hit,
+    /// An entry past its TTL, served within its stale-while-revalidate window (a refresh
+    /// runs in the background) or its stale-if-error window (the computation failed).
+    Stale,
+    /// This call computed the value (and stored it, when the backend could take it).
+    Computed,
+    /// Another call for the same key was computing it; this call waited for its result.
+    /// Not a hit: the value was not in the cache when this call looked.
+    Joined,
+}
+
+impl Source {
+    /// The conventional `X-Cache` header value: `HIT`, `STALE`, or `MISS` for a value that
+    /// this call computed or waited for.
+    pub const fn x_cache(self) -> &'static str {
+        match self {
+            Self::Hit => "HIT",
+            Self::Stale => "STALE",
+            Self::Computed | Self::Joined => "MISS",
+        }
+    }
+
+    /// Whether the value was in the cache ([`Hit`](Self::Hit) or [`Stale`](Self::Stale)).
+    pub const fn is_cached(self) -> bool {
+        matches!(self, Self::Hit | Self::Stale)
+    }
+}
+
 /// Result of [`Cache::warm`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -294,6 +327,35 @@ impl Cache {
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, E>> + Send + 'static,
     {
+        self.get_or_compute_with_source(key, options, compute)
+            .await
+            .map(|(value, _)| value)
+    }
+
+    /// [`get_or_compute`](Self::get_or_compute), telling where the value came from: the
+    /// cache, a stale entry, this call's computation, or another call's computation that
+    /// this one waited for.
+    ///
+    /// The [`Source`] agrees with the [statistics](Self::stats): [`Source::Hit`] is counted
+    /// in `hits`, [`Source::Stale`] in `stale_serves`, [`Source::Computed`] and
+    /// [`Source::Joined`] in `misses`. An `X-Cache` header built from
+    /// [`Source::x_cache`] therefore says `HIT` exactly as often as the cache counts hits.
+    ///
+    /// # Errors
+    ///
+    /// As [`get_or_compute`](Self::get_or_compute).
+    pub async fn get_or_compute_with_source<T, E, F, Fut>(
+        &self,
+        key: &str,
+        options: EntryOptions,
+        compute: F,
+    ) -> Result<(T, Source), Arc<E>>
+    where
+        T: Cacheable,
+        E: fmt::Display + Send + Sync + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+    {
         let key = self.inner.config.namespace.key(key);
         let stats = &self.inner.stats;
         loop {
@@ -303,27 +365,27 @@ impl Cache {
                 match freshness(&meta, now_ms(), options.early_refresh_beta) {
                     Freshness::Fresh => {
                         Stats::count(&stats.hits);
-                        return Ok(value);
+                        return Ok((value, Source::Hit));
                     }
                     Freshness::FreshRefresh => {
                         Stats::count(&stats.hits);
                         self.refresh_in_background(&key, options, compute);
-                        return Ok(value);
+                        return Ok((value, Source::Hit));
                     }
                     Freshness::StaleWhileRevalidate => {
                         Stats::count(&stats.stale_serves);
                         self.refresh_in_background(&key, options, compute);
-                        return Ok(value);
+                        return Ok((value, Source::Stale));
                     }
                     Freshness::StaleIfError => stale = Some(value),
                     Freshness::Expired => {}
                 }
             }
-            let result: Result<T, Arc<E>> = match self.inner.flights.join(&key) {
+            let result: Result<(T, Source), Arc<E>> = match self.inner.flights.join(&key) {
                 Join::Lead(leader) => self
                     .compute_and_store(key.clone(), &options, compute, leader)
                     .await
-                    .map(|value| T::clone(&value)),
+                    .map(|value| (T::clone(&value), Source::Computed)),
                 Join::Follow(follower) => match follower.wait().await {
                     // The computing call was dropped before it finished: look again, and
                     // lead if nobody else does.
@@ -335,21 +397,26 @@ impl Cache {
                             if !self.still_current(&recorded).await {
                                 continue;
                             }
-                            Ok(value)
+                            Ok((value, Source::Joined))
                         }
                         Some(Err(error)) => Err(error),
-                        None => return self.compute_alone(compute).await,
+                        None => {
+                            return self
+                                .compute_alone(compute)
+                                .await
+                                .map(|value| (value, Source::Computed));
+                        }
                     },
                 },
             };
             return match (result, stale) {
-                (Ok(value), _) => {
+                (Ok(found), _) => {
                     Stats::count(&stats.misses);
-                    Ok(value)
+                    Ok(found)
                 }
                 (Err(_), Some(stale)) => {
                     Stats::count(&stats.stale_serves);
-                    Ok(stale)
+                    Ok((stale, Source::Stale))
                 }
                 (Err(error), None) => {
                     Stats::count(&stats.misses);

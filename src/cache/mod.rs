@@ -169,7 +169,7 @@ pub use self::{
         DEFAULT_WARM_CONCURRENCY,
     },
     error::{BackendError, CodecError, Error, Result},
-    handle::{Cache, Cacheable, WarmReport},
+    handle::{Cache, Cacheable, Source, WarmReport},
     memory::{
         DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, DEFAULT_MAX_TAGS, MemoryBackend,
         MemoryBackendBuilder,
