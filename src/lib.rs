@@ -65,6 +65,8 @@
 mod macros;
 
 pub mod body;
+#[cfg(all(feature = "redis", any(feature = "cache", feature = "rate-limit")))]
+mod breaker;
 mod env;
 #[cfg(any(
     feature = "timing",

@@ -71,6 +71,12 @@ async fn redis_backend(url: &str) -> RedisBackend {
     RedisBackend::new(handle)
 }
 
+/// A backend on a handle with the pool's default reconnect settings, as an application
+/// builds it: while Redis is down, its commands wait for reconnection attempts.
+fn default_backend(url: &str) -> RedisBackend {
+    RedisBackend::new(RedisPoolBuilder::new(url).build_lazy().unwrap())
+}
+
 async fn tiered_backend(url: &str) -> TieredBackend {
     TieredBackend::builder(redis_backend(url).await, redis::Client::open(url).unwrap()).build()
 }
@@ -292,7 +298,8 @@ async fn redis_bytes_written_by_another_program_are_a_logged_miss_and_removed() 
     };
     let (capture, _guard) = Capture::install();
     let ns = Namespace::new(&redis.url);
-    let cache = cache(&ns, redis_backend(&redis.url).await);
+    let backend = redis_backend(&redis.url).await;
+    let cache = cache(&ns, backend.clone());
     let mut conn = redis.conn();
 
     // Not an entry at all.
@@ -307,6 +314,10 @@ async fn redis_bytes_written_by_another_program_are_a_logged_miss_and_removed() 
     assert_eq!(cache.get::<String>("hash").await.unwrap(), None);
     let exists: bool = conn.exists(ns.key("hash")).await.unwrap();
     assert!(!exists);
+    assert!(
+        !backend.is_down(),
+        "a server that answers, even oddly, is up"
+    );
 
     // An entry whose value bytes do not decode: the cache's codec reports it.
     let far = u64::MAX / 2;
@@ -358,6 +369,100 @@ async fn redis_outage_degrades_to_misses_and_recovers_after_restart() {
     .await;
     cache.invalidate_tags(&["t"]).await.unwrap();
     assert_eq!(cache.get::<u32>("k3").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn redis_a_server_known_to_be_down_costs_calls_nothing_until_a_retry_finds_it() {
+    let Some(mut server) = RedisServer::start(
+        "redis_a_server_known_to_be_down_costs_calls_nothing_until_a_retry_finds_it",
+    )
+    .await
+    else {
+        return;
+    };
+    let ns = Namespace::new(&server.url());
+    let backend = default_backend(&server.url()).retry_interval(Duration::from_millis(300));
+    let cache = cache(&ns, backend.clone());
+    cache.set("k", &1u32, tagged(&["t"])).await.unwrap();
+    assert_eq!(cache.get::<u32>("k").await.unwrap(), Some(1));
+    assert!(!backend.is_down());
+
+    server.stop().await;
+    // The first call finds out, within the deadline.
+    assert_eq!(cache.get::<u32>("k").await.unwrap(), None);
+    assert!(backend.is_down());
+
+    // The next ones fail at once: 200 reads, writes and invalidations in far less than one
+    // deadline (100 ms) each would take.
+    let started = Instant::now();
+    for i in 0..50u32 {
+        assert_eq!(cache.get::<u32>("k").await.unwrap(), None);
+        cache.set("k2", &i, tagged(&["t"])).await.unwrap();
+        assert!(cache.invalidate_tags(&["t"]).await.is_err());
+        let value = cache
+            .get_or_compute("computed", tagged(&["t"]), move || async move {
+                Ok::<_, Infallible>(i)
+            })
+            .await
+            .unwrap();
+        assert_eq!(value, i, "computed afresh and not stored");
+    }
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < Duration::from_millis(300),
+        "250 calls on a Redis known to be down took {elapsed:?}"
+    );
+    let error = cache.delete("k").await.unwrap_err().to_string();
+    assert!(error.contains("fail at once"), "{error}");
+
+    // Back up: within a retry interval a call finds it, and every call uses it again.
+    server.restart().await;
+    let recovered = eventually("a retry finding Redis", || async {
+        cache.set("k3", &3u32, tagged(&[])).await.unwrap();
+        cache.get::<u32>("k3").await.unwrap() == Some(3)
+    })
+    .await;
+    assert!(recovered < Duration::from_secs(2), "{recovered:?}");
+    assert!(!backend.is_down());
+    assert!(cache.invalidate_tags(&["t"]).await.is_ok());
+}
+
+#[tokio::test]
+async fn tiered_l1_answers_at_in_process_speed_while_redis_is_down() {
+    let Some(mut server) =
+        RedisServer::start("tiered_l1_answers_at_in_process_speed_while_redis_is_down").await
+    else {
+        return;
+    };
+    let ns = Namespace::new(&server.url());
+    let url = server.url();
+    let backend =
+        TieredBackend::builder(default_backend(&url), redis::Client::open(url).unwrap()).build();
+    let cache = cache(&ns, backend.clone());
+    cache.set("k", &1u32, tagged(&["t"])).await.unwrap();
+    assert_eq!(cache.get::<u32>("k").await.unwrap(), Some(1));
+    subscribed(&backend).await;
+    assert_eq!(cache.get::<u32>("k").await.unwrap(), Some(1));
+    assert_eq!(backend.l1().len(), 1);
+
+    server.stop().await;
+    eventually("the listener noticing", || async {
+        !backend.is_subscribed()
+    })
+    .await;
+    assert_eq!(cache.get::<u32>("k").await.unwrap(), Some(1));
+    assert!(backend.l2().is_down());
+
+    let started = Instant::now();
+    for _ in 0..100 {
+        assert_eq!(cache.get::<u32>("k").await.unwrap(), Some(1));
+        assert_eq!(cache.get::<u32>("absent").await.unwrap(), None);
+    }
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < Duration::from_millis(300),
+        "200 reads with Redis down took {elapsed:?}"
+    );
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use redis::{Script, aio::ConnectionManager};
 
-use crate::log_gate::LogGate;
+use crate::{breaker::Breaker, log_gate::LogGate};
 
 use super::{
     backend::{
@@ -91,6 +91,8 @@ return epochs
 
 /// Default for [`RedisBackend::deadline`].
 const DEFAULT_DEADLINE: Duration = Duration::from_millis(100);
+/// Default for [`RedisBackend::retry_interval`].
+const DEFAULT_RETRY_INTERVAL: Duration = Duration::from_millis(200);
 /// Default for [`RedisBackend::epoch_ttl`].
 const DEFAULT_EPOCH_TTL: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 /// Default for [`RedisBackend::scan_count`].
@@ -134,6 +136,14 @@ const DEFAULT_SCAN_COUNT: usize = 1000;
 /// - **A slow or absent Redis** fails each call after the [`deadline`](Self::deadline)
 ///   (100 ms by default) instead of stalling the request: the cache reads a miss, skips the
 ///   write, or reports the failed invalidation to its caller.
+/// - **A Redis known to be down costs nothing.** Once a call fails for want of the server
+///   (refused, dropped, reconnecting, or past the deadline), every call fails at once for
+///   the [`retry_interval`](Self::retry_interval) (200 ms by default); then one call tries
+///   Redis again while the others keep failing fast, and the first answer puts every call
+///   back on Redis. An outage therefore costs each request microseconds rather than a
+///   deadline per call, and a [`TieredBackend`](super::TieredBackend) answers from its L1
+///   copies at in-process speed meanwhile. Errors the server answers with (a wrong type, a
+///   script error) do not count: the server is up.
 /// - **Prefix deletion** ([`delete_prefix`](Backend::delete_prefix)) walks the namespace
 ///   with a non-blocking `SCAN` and `UNLINK`s the matches page by page: it costs O(keys in
 ///   the database), each step under the deadline.
@@ -164,6 +174,9 @@ struct Inner {
     handle: RedisHandle,
     conn: ConnectionManager,
     deadline: Duration,
+    retry_interval: Duration,
+    /// Whether Redis is known to be down, in ms on [`now_ms`]'s clock.
+    breaker: Breaker,
     epoch_ttl: Option<Duration>,
     scan_count: usize,
     /// Written in every published message, so a tiered backend skips its own.
@@ -181,6 +194,8 @@ impl RedisBackend {
                 conn: handle.connection(),
                 handle,
                 deadline: DEFAULT_DEADLINE,
+                retry_interval: DEFAULT_RETRY_INTERVAL,
+                breaker: Breaker::new(millis(DEFAULT_RETRY_INTERVAL)),
                 epoch_ttl: Some(DEFAULT_EPOCH_TTL),
                 scan_count: DEFAULT_SCAN_COUNT,
                 instance: fastrand::u128(..),
@@ -199,6 +214,25 @@ impl RedisBackend {
     #[must_use]
     pub fn deadline(self, deadline: Duration) -> Self {
         self.with(|inner| inner.deadline = deadline.max(Duration::from_millis(1)))
+    }
+
+    /// How long every call fails at once after Redis failed for want of the server, before
+    /// one call tries it again (see "A Redis known to be down costs nothing" above).
+    ///
+    /// Defaults to 200 milliseconds; zero tries Redis on every call, each waiting up to the
+    /// [`deadline`](Self::deadline) while it is down.
+    #[must_use]
+    pub fn retry_interval(self, interval: Duration) -> Self {
+        self.with(|inner| {
+            inner.retry_interval = interval;
+            inner.breaker = Breaker::new(millis(interval));
+        })
+    }
+
+    /// Whether Redis failed the last time it was tried, so calls fail at once until a retry
+    /// answers.
+    pub fn is_down(&self) -> bool {
+        self.inner.breaker.is_open()
     }
 
     /// How long a tag's epoch key lives after an entry last recorded it or an invalidation
@@ -235,6 +269,8 @@ impl RedisBackend {
             handle: self.inner.handle.clone(),
             conn: self.inner.conn.clone(),
             deadline: self.inner.deadline,
+            retry_interval: self.inner.retry_interval,
+            breaker: Breaker::new(millis(self.inner.retry_interval)),
             epoch_ttl: self.inner.epoch_ttl,
             scan_count: self.inner.scan_count,
             instance: fastrand::u128(..),
@@ -255,16 +291,65 @@ impl RedisBackend {
 }
 
 impl Inner {
-    /// Runs `command` on the multiplexed connection under the deadline.
+    /// Runs `command` on the multiplexed connection under the deadline; fails at once while
+    /// Redis is known to be down.
     async fn call<T, F, Fut>(&self, command: F) -> Result<T, BackendError>
     where
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        match tokio::time::timeout(self.deadline, command(self.conn.clone())).await {
-            Ok(result) => result.map_err(|err| BackendError::new(NAME, err)),
-            Err(_) => Err(self.timed_out()),
+        if self.breaker.skip(now_ms()) {
+            return Err(self.known_down());
         }
+        self.tried(tokio::time::timeout(self.deadline, command(self.conn.clone())).await)
+    }
+
+    /// Records what a call that reached for Redis found, and turns it into the result.
+    fn tried<T>(
+        &self,
+        outcome: Result<redis::RedisResult<T>, tokio::time::error::Elapsed>,
+    ) -> Result<T, BackendError> {
+        let error = match outcome {
+            Ok(Ok(value)) => {
+                self.answered();
+                return Ok(value);
+            }
+            Ok(Err(error)) if !unreachable(&error) => {
+                self.answered();
+                BackendError::new(NAME, error)
+            }
+            Ok(Err(error)) => BackendError::new(NAME, error),
+            Err(_) => self.timed_out(),
+        };
+        if !self.breaker.is_open() {
+            tracing::debug!(
+                %error,
+                retry_ms = millis(self.retry_interval),
+                "cache backend redis failed; calls fail at once until a retry answers"
+            );
+        }
+        self.breaker.failed(now_ms());
+        Err(error)
+    }
+
+    fn answered(&self) {
+        if self.breaker.succeeded() {
+            tracing::info!("cache backend redis answers again");
+        }
+    }
+
+    fn known_down(&self) -> BackendError {
+        BackendError::new(
+            NAME,
+            std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                format!(
+                    "Redis failed moments ago; calls fail at once until one of them, every {:?}, \
+                     finds it answering",
+                    self.retry_interval
+                ),
+            ),
+        )
     }
 
     fn timed_out(&self) -> BackendError {
@@ -483,12 +568,37 @@ impl Backend for RedisBackend {
     }
 
     async fn ping(&self) -> Result<(), BackendError> {
+        // Always tried, even while Redis is known to be down: a health check wants the
+        // server's own answer, and a good one lets every call through again.
         let handle = self.inner.handle.clone();
-        match tokio::time::timeout(self.inner.deadline, async move { handle.ping().await }).await {
-            Ok(reply) => reply.map_err(|err| BackendError::new(NAME, err)),
-            Err(_) => Err(self.inner.timed_out()),
-        }
+        let reply = tokio::time::timeout(self.inner.deadline, async move { handle.ping().await })
+            .await
+            .map(|reply| {
+                reply.map_err(|error| match error {
+                    crate::pool::Error::Redis(error) => error,
+                    other => redis::RedisError::from((
+                        redis::ErrorKind::Client,
+                        "PING failed",
+                        other.to_string(),
+                    )),
+                })
+            });
+        self.inner.tried(reply)
     }
+}
+
+/// Whether `error` says Redis could not be reached (refused, dropped, reconnecting, a
+/// timeout of its own) rather than that it answered with an error.
+fn unreachable(error: &redis::RedisError) -> bool {
+    error.is_io_error()
+        || error.is_connection_refusal()
+        || error.is_connection_dropped()
+        || error.is_timeout()
+        || error.is_unrecoverable_error()
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl fmt::Debug for RedisBackend {

@@ -1,10 +1,8 @@
-use std::{
-    sync::atomic::{AtomicU64, Ordering},
-    time::Duration,
-};
+use std::time::Duration;
 
 use super::{Decision, Key, MemoryStore};
 use crate::{
+    breaker::Breaker,
     log_gate::LogGate,
     rate_limit::{clock::Clock, error::Error, policy::Policy},
 };
@@ -36,9 +34,8 @@ pub enum Fallback {
 pub(super) struct Insurance {
     pub(super) mode: Fallback,
     pub(super) memory: MemoryStore,
-    pub(super) retry_interval_us: u64,
-    /// 0 while Redis answers; else when it may be tried again (µs on the local clock).
-    retry_at: AtomicU64,
+    /// Redis's state, in µs on the store's clock.
+    breaker: Breaker,
     failure_log: LogGate,
 }
 
@@ -52,8 +49,7 @@ impl Insurance {
         Self {
             mode,
             memory,
-            retry_interval_us: micros(retry_interval),
-            retry_at: AtomicU64::new(0),
+            breaker: Breaker::new(micros(retry_interval)),
             failure_log: LogGate::new(log_interval),
         }
     }
@@ -61,34 +57,18 @@ impl Insurance {
     /// Whether this request should skip Redis; claims the retry when it is due.
     #[inline]
     pub(super) fn skip_redis(&self, now: u64) -> bool {
-        let retry_at = self.retry_at.load(Ordering::Acquire);
-        if retry_at == 0 {
-            return false;
-        }
-        if now < retry_at {
-            return true;
-        }
-        // Only the request that moves the retry time on tries Redis.
-        self.retry_at
-            .compare_exchange(
-                retry_at,
-                now.saturating_add(self.retry_interval_us).max(1),
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            )
-            .is_err()
+        self.breaker.skip(now)
     }
 
     /// Whether Redis failed last time it was tried, so the fallback decides.
     pub(super) fn active(&self) -> bool {
-        self.retry_at.load(Ordering::Acquire) != 0
+        self.breaker.is_open()
     }
 
     /// Redis answered.
     #[inline]
     pub(super) fn succeeded(&self) {
-        if self.retry_at.load(Ordering::Relaxed) != 0 {
-            self.retry_at.store(0, Ordering::Release);
+        if self.breaker.succeeded() {
             tracing::info!(
                 store = "redis",
                 "rate-limit store answers again; deciding in Redis"
@@ -98,10 +78,7 @@ impl Insurance {
 
     /// Redis failed at `now`: leaves it alone for a while and logs, at most once per interval.
     pub(super) fn failed(&self, now: u64, error: &Error) {
-        self.retry_at.store(
-            now.saturating_add(self.retry_interval_us).max(1),
-            Ordering::Release,
-        );
+        self.breaker.failed(now);
         if let Some(unlogged) = self.failure_log.open(now / 1000) {
             tracing::warn!(
                 store = "redis",
