@@ -45,12 +45,20 @@
 //! each probe ran the checks, the probes would load the database they watch, and a slow
 //! database would make the probes slow and time out in turn. Here the checks run on the
 //! monitor's own schedule ([`interval`](HealthMonitorBuilder::interval), 60 s by default,
-//! plus [`refresh`](HealthMonitor::refresh) on demand), and a probe only reads the results
-//! of the last completed round: [`HealthMonitor::report`] and every answer of the service
-//! take microseconds, however long a check is taking meanwhile. A check slower than its
-//! [`timeout`](HealthMonitorBuilder::timeout) (5 s by default) fails with
-//! `timed out after 5 s`. Call [`start`](HealthMonitor::start) before serving: it returns
-//! once every check has run once.
+//! plus [`refresh`](HealthMonitor::refresh) on demand), and a probe only reads each check's
+//! latest result: [`HealthMonitor::report`] and every answer of the service take
+//! microseconds, however long a check is taking meanwhile. Call
+//! [`start`](HealthMonitor::start) before serving: it returns once every check has run once.
+//!
+//! # A failure shows at once
+//!
+//! Each check's result is published the moment it comes, so a check that fails shows in the
+//! report without waiting for a slower one in the same round. A check still running when
+//! its next result was due (one [`interval`](HealthMonitorBuilder::interval) into the round,
+//! or its [`timeout`](HealthMonitorBuilder::timeout) if that is shorter) counts as failing,
+//! with the error `no answer within 1 s; still running`, until it answers; at its timeout
+//! (5 s by default) it fails with `timed out after 5 s`. A hung server therefore turns
+//! `/health/ready` to `503` within one interval, whatever the timeout.
 //!
 //! # Statuses
 //!

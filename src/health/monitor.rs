@@ -12,6 +12,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use tokio::{
     sync::oneshot,
+    task::JoinSet,
     time::{Instant, MissedTickBehavior},
 };
 
@@ -42,8 +43,9 @@ type PoolStatsFn = Box<dyn Fn() -> PoolStats + Send + Sync + 'static>;
 ///
 /// Build one with [`HealthMonitor::builder`], call [`start`](HealthMonitor::start) once, and
 /// read the results with [`report`](HealthMonitor::report) or serve them with
-/// [`service`](HealthMonitor::service). Reading never waits for a check: it returns the
-/// results of the last completed round, however long the current one takes.
+/// [`service`](HealthMonitor::service). Reading never waits for a check: it returns each
+/// check's latest result, published as soon as the check answers, and counts a check still
+/// running past its due time as failing (see the [module docs](super)).
 ///
 /// Cloning is cheap and every clone shares the same checks and results. The background task
 /// stops once the last clone (including those inside [`HealthService`]s) is dropped.
@@ -68,7 +70,7 @@ struct Inner {
     stop: Mutex<Option<oneshot::Sender<()>>>,
 }
 
-/// A completed round, with the bodies the service answers precomputed.
+/// The latest results, with the bodies the service answers precomputed.
 pub(super) struct Snapshot {
     pub(super) report: HealthReport,
     pub(super) report_json: Bytes,
@@ -152,7 +154,8 @@ impl HealthMonitor {
         self.inner.run_round().await;
     }
 
-    /// The results of the last completed round.
+    /// Each check's latest result: the last one it returned, or a failure while it runs
+    /// past its due time.
     ///
     /// Does no I/O and never waits for a running check. Before the first round every check
     /// is reported failing with the error `not checked yet`.
@@ -180,7 +183,7 @@ impl HealthMonitor {
             .collect()
     }
 
-    /// The last completed round.
+    /// The latest results.
     pub(super) fn snapshot(&self) -> Arc<Snapshot> {
         Arc::clone(
             &self
@@ -276,39 +279,103 @@ async fn run_check(check: &dyn HealthCheck, timeout: Duration) -> Outcome {
 }
 
 impl Inner {
+    /// Runs every check concurrently and publishes each result as it comes: a check that
+    /// fails shows at once, whatever the others are doing, and one still running when its
+    /// next result was due (past the interval, or the timeout if shorter) shows as failing
+    /// until it answers.
     async fn run_round(&self) {
         let mut previous = self.round.lock().await;
         let started = Instant::now();
 
         // Each check runs in a task of its own: checks proceed in parallel on a multi-thread
         // runtime, and a check that panics fails alone instead of ending the round.
-        let tasks: Vec<_> = self
-            .checks
-            .iter()
-            .map(|check| {
-                let check = Arc::clone(check);
-                let timeout = self.timeout;
-                tokio::spawn(async move { run_check(check.as_ref(), timeout).await })
-            })
-            .collect();
-
-        let mut checks = BTreeMap::new();
-        for (check, task) in self.checks.iter().zip(tasks) {
-            let outcome = task.await.unwrap_or_else(|error| Outcome {
-                latency: started.elapsed(),
-                error: Some(if error.is_panic() {
-                    String::from("check panicked")
-                } else {
-                    String::from("check was cancelled")
-                }),
-            });
-            let result = CheckResult::new(check.critical(), outcome.latency, outcome.error);
-            log_transition(check.name(), &result, previous.get(check.name()).copied());
-            previous.insert(check.name().to_owned(), result.status);
-            checks.insert(check.name().to_owned(), result);
+        let mut tasks = JoinSet::new();
+        let mut running = HashMap::with_capacity(self.checks.len());
+        for (index, check) in self.checks.iter().enumerate() {
+            let check = Arc::clone(check);
+            let timeout = self.timeout;
+            let task = tasks.spawn(async move { run_check(check.as_ref(), timeout).await });
+            running.insert(task.id(), index);
         }
 
-        let report = HealthReport::new(checks, Some(SystemTime::now()));
+        let mut results = self
+            .snapshot
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .report
+            .checks
+            .clone();
+        let due = self.interval.min(self.timeout);
+        let mut overdue = std::pin::pin!(tokio::time::sleep_until(started + due));
+        let mut overdue_reported = false;
+        while !running.is_empty() {
+            let event = poll_fn(|cx| {
+                if let Poll::Ready(Some(joined)) = tasks.poll_join_next_with_id(cx) {
+                    return Poll::Ready(Some(joined));
+                }
+                if !overdue_reported && overdue.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(None);
+                }
+                Poll::Pending
+            })
+            .await;
+            match event {
+                Some(joined) => {
+                    let (id, outcome) = match joined {
+                        Ok((id, outcome)) => (id, outcome),
+                        Err(error) => (
+                            error.id(),
+                            Outcome {
+                                latency: started.elapsed(),
+                                error: Some(if error.is_panic() {
+                                    String::from("check panicked")
+                                } else {
+                                    String::from("check was cancelled")
+                                }),
+                            },
+                        ),
+                    };
+                    if let Some(index) = running.remove(&id) {
+                        self.record(index, outcome, &mut results, &mut previous);
+                    }
+                }
+                None => {
+                    overdue_reported = true;
+                    let error = format!("no answer within {}; still running", format_duration(due));
+                    for &index in running.values() {
+                        let outcome = Outcome {
+                            latency: started.elapsed(),
+                            error: Some(error.clone()),
+                        };
+                        self.record(index, outcome, &mut results, &mut previous);
+                    }
+                }
+            }
+            self.publish(&results);
+        }
+        if self.checks.is_empty() {
+            self.publish(&results);
+        }
+    }
+
+    /// Puts one check's outcome into `results`, logging a change of status.
+    fn record(
+        &self,
+        index: usize,
+        outcome: Outcome,
+        results: &mut BTreeMap<String, CheckResult>,
+        previous: &mut HashMap<String, Status>,
+    ) {
+        let check = &self.checks[index];
+        let result = CheckResult::new(check.critical(), outcome.latency, outcome.error);
+        log_transition(check.name(), &result, previous.get(check.name()).copied());
+        previous.insert(check.name().to_owned(), result.status);
+        results.insert(check.name().to_owned(), result);
+    }
+
+    /// Makes `results` the report that readers see.
+    fn publish(&self, results: &BTreeMap<String, CheckResult>) {
+        let report = HealthReport::new(results.clone(), Some(SystemTime::now()));
         let snapshot = Arc::new(Snapshot::new(report));
         let old = std::mem::replace(
             &mut *self

@@ -56,7 +56,7 @@ pub struct HealthReport {
     pub status: Status,
     /// Each check's result, by check name.
     pub checks: BTreeMap<String, CheckResult>,
-    /// When the round that produced these results ended; `None` before the first round.
+    /// When the latest of these results came in; `None` before the first round.
     /// Serialized as an RFC 3339 UTC timestamp with milliseconds, and left out when `None`.
     #[serde(
         serialize_with = "serialize_checked_at",

@@ -325,6 +325,87 @@ async fn overrunning_round_delays_the_next_instead_of_overlapping() {
     assert!((6..=8).contains(&runs), "{runs} rounds of 3 s in 23 s");
 }
 
+/// A check that passes until `hang` is set, then sleeps for a minute before passing.
+fn hanging(name: &'static str, hang: Arc<AtomicBool>) -> impl HealthCheck {
+    check_fn(name, move || {
+        let hang = hang.load(Ordering::SeqCst);
+        async move {
+            if hang {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            }
+            Ok(())
+        }
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_check_shows_without_waiting_for_a_slow_one() {
+    let hang = Arc::new(AtomicBool::new(false));
+    let healthy = Arc::new(AtomicBool::new(true));
+    let monitor = HealthMonitor::builder()
+        .check(hanging("redis", hang.clone()))
+        .check(switch("limiter", healthy.clone(), Arc::default()).non_critical())
+        .interval(Duration::from_secs(1))
+        .timeout(Duration::from_secs(5))
+        .build();
+    monitor.start().await;
+    let started = Instant::now();
+    assert_eq!(monitor.report().status, Status::Healthy);
+    hang.store(true, Ordering::SeqCst);
+    healthy.store(false, Ordering::SeqCst);
+
+    // The next round starts at 1 s: the limiter's failure shows at once, while the Redis
+    // check is still within its interval and keeps its last result.
+    tokio::time::sleep_until(started + Duration::from_millis(1_001)).await;
+    let report = monitor.report();
+    assert_eq!(report.checks["limiter"].status, Status::Unhealthy);
+    assert_eq!(report.checks["redis"].status, Status::Healthy);
+    assert_eq!(report.status, Status::Degraded);
+
+    // One interval into the round, the Redis check has not answered: it counts as failing.
+    tokio::time::sleep_until(started + Duration::from_millis(2_001)).await;
+    let report = monitor.report();
+    let redis = &report.checks["redis"];
+    assert_eq!(redis.status, Status::Unhealthy);
+    assert_eq!(
+        redis.error.as_deref(),
+        Some("no answer within 1 s; still running")
+    );
+    assert_eq!(redis.latency_ms, 1000.0);
+    assert_eq!(report.status, Status::Unhealthy);
+    let (status, ready) = get_json(&monitor.service(), "/health/ready").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(ready["failing"], serde_json::json!(["redis"]));
+
+    // At its timeout it fails for that reason.
+    tokio::time::sleep_until(started + Duration::from_millis(6_001)).await;
+    let redis = &monitor.report().checks["redis"];
+    assert_eq!(redis.error.as_deref(), Some("timed out after 5 s"));
+    assert_eq!(redis.latency_ms, 5000.0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_check_that_recovers_after_being_overdue_shows_healthy() {
+    let monitor = HealthMonitor::builder()
+        .check(check_fn("slow", || async {
+            tokio::time::sleep(Duration::from_millis(1_500)).await;
+            Ok(())
+        }))
+        .interval(Duration::from_secs(1))
+        .timeout(Duration::from_secs(5))
+        .build();
+    let refresh = tokio::spawn({
+        let monitor = monitor.clone();
+        async move { monitor.refresh().await }
+    });
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    assert_eq!(monitor.report().status, Status::Unhealthy);
+    refresh.await.unwrap();
+    let report = monitor.report();
+    assert_eq!(report.status, Status::Healthy);
+    assert_eq!(report.checks["slow"].latency_ms, 1500.0);
+}
+
 #[tokio::test(start_paused = true)]
 async fn refresh_replaces_the_results() {
     let healthy = Arc::new(AtomicBool::new(true));
