@@ -19,7 +19,7 @@
 //! | route | answer |
 //! | --- | --- |
 //! | `GET /hello` | a short text body |
-//! | `GET /slow?ms=N` | sleeps N milliseconds, then answers `{"slept_ms":N}` |
+//! | `GET /slow?ms=N` | sleeps N milliseconds, then answers `{"slept_ms":N}`; a malformed `ms` gets `400` with a JSON body |
 //! | `GET /big` | about 200 KB of JSON: varied user records |
 //! | `GET /metrics/timing` | per-route latency statistics as JSON |
 //! | `GET /stats` | an aggregate over the `/big` records that takes at least 20 ms to compute, cached 60 s under tag `stats`; `X-Cache: HIT` or `MISS` |
@@ -42,7 +42,7 @@ use std::{collections::BTreeMap, error::Error, net::SocketAddr, time::Duration};
 
 use axum::{
     Json, Router,
-    extract::{Query, State},
+    extract::{FromRequestParts, Query, State},
     http::{Method, Request, StatusCode, header},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -251,7 +251,40 @@ struct Slept {
     slept_ms: u64,
 }
 
-async fn slow(Query(params): Query<SlowParams>) -> Json<Slept> {
+/// [`Query`] whose rejection (`/slow?ms=abc`) is a `400` with the same JSON body as every
+/// other refusal of the app (`{"error":"invalid_query","message":...}`), rather than
+/// axum's plain-text one.
+///
+/// The pattern serves any extractor: wrap it, call it, and map its rejection to the JSON
+/// body with the rejection's own status and text.
+struct JsonQuery<T>(T);
+
+impl<S, T> FromRequestParts<S> for JsonQuery<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned,
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(value)) => Ok(Self(value)),
+            Err(rejection) => Err((
+                rejection.status(),
+                Json(serde_json::json!({
+                    "error": "invalid_query",
+                    "message": rejection.body_text(),
+                })),
+            )
+                .into_response()),
+        }
+    }
+}
+
+async fn slow(JsonQuery(params): JsonQuery<SlowParams>) -> Json<Slept> {
     tokio::time::sleep(Duration::from_millis(params.ms)).await;
     Json(Slept {
         slept_ms: params.ms,
@@ -615,6 +648,20 @@ mod tests {
         assert_eq!(status, 200);
         assert_eq!(body, r#"{"slept_ms":250}"#);
         assert_ms_between(&headers, 250.0, 251.0);
+    }
+
+    #[tokio::test]
+    async fn a_malformed_query_gets_400_with_a_json_body() {
+        let app = embedded(Duration::from_secs(30)).await;
+        let (status, headers, body) = get(&app, "/slow?ms=abc").await;
+        assert_eq!(status, 400);
+        assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"], "invalid_query");
+        assert!(
+            body["message"].as_str().unwrap().contains("ms"),
+            "the message names the field: {body}"
+        );
     }
 
     #[tokio::test]
