@@ -1,6 +1,6 @@
 //! Reading configuration from environment variables.
 
-use std::{env, str::FromStr};
+use std::{env, fmt, str::FromStr};
 
 /// A configuration variable is set but cannot be used.
 ///
@@ -8,11 +8,13 @@ use std::{env, str::FromStr};
 /// (the documented default applies); a variable set to something unreadable is, so that a
 /// typo is caught at start-up instead of silently running with the default.
 #[derive(Debug, thiserror::Error)]
-#[error("environment variable {name} is set to {value:?}, which is not {expected}")]
+#[error("environment variable {name} is set to {value:?}, which is not {expected}: {reason}")]
 pub struct EnvError {
     name: &'static str,
     value: String,
     expected: &'static str,
+    /// What the parser said of the value.
+    reason: String,
 }
 
 impl EnvError {
@@ -25,18 +27,24 @@ impl EnvError {
     pub fn value(&self) -> &str {
         &self.value
     }
+
+    /// Why the value was refused, in the parser's words (such as `the count must be at
+    /// most 1000000000`).
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
 }
 
 /// Reads and parses the variable `name`; `Ok(None)` when it is unset or blank.
 #[allow(dead_code)]
 pub(crate) fn var<T>(name: &'static str, expected: &'static str) -> Result<Option<T>, EnvError>
 where
-    T: FromStr,
+    T: FromStr<Err: fmt::Display>,
 {
     parse(name, env::var(name).ok(), expected)
 }
 
-fn parse<T: FromStr>(
+fn parse<T: FromStr<Err: fmt::Display>>(
     name: &'static str,
     value: Option<String>,
     expected: &'static str,
@@ -48,10 +56,11 @@ fn parse<T: FromStr>(
     if trimmed.is_empty() {
         return Ok(None);
     }
-    trimmed.parse().map(Some).map_err(|_| EnvError {
+    trimmed.parse().map(Some).map_err(|error: T::Err| EnvError {
         name,
-        value,
         expected,
+        reason: error.to_string(),
+        value,
     })
 }
 
@@ -89,7 +98,35 @@ mod tests {
         assert_eq!(err.value(), "30s");
         assert_eq!(
             err.to_string(),
-            "environment variable REQUEST_TIMEOUT_MS is set to \"30s\", which is not a whole number of milliseconds"
+            "environment variable REQUEST_TIMEOUT_MS is set to \"30s\", which is not a whole number of milliseconds: invalid digit found in string"
+        );
+        assert_eq!(err.reason(), "invalid digit found in string");
+    }
+}
+
+#[cfg(all(test, feature = "rate-limit"))]
+mod rate_limit_tests {
+    use super::*;
+    use crate::rate_limit::Policy;
+
+    #[test]
+    fn a_refused_rate_limit_keeps_the_parsers_reason() {
+        let err = parse::<Policy>(
+            "RATE_LIMIT",
+            Some("10000000/second".into()),
+            "a rate limit such as `100/minute`",
+        )
+        .unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.starts_with(
+                "environment variable RATE_LIMIT is set to \"10000000/second\", which is not a rate limit such as `100/minute`: "
+            ),
+            "{message}"
+        );
+        assert!(
+            message.contains("the period must leave at least 1 µs per request"),
+            "{message}"
         );
     }
 }
