@@ -463,6 +463,53 @@ mod redis_only {
         );
     }
 
+    /// A flood of new keys cannot grow Redis past its `maxmemory`: with `noeviction` the
+    /// full server refuses the writes, and the insurance decides, within its own bound.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_full_redis_refuses_new_keys_and_the_insurance_decides() {
+        let Some(server) = RedisServer::start_with(
+            "rate_limit_full",
+            &["--maxmemory", "2mb", "--maxmemory-policy", "noeviction"],
+        )
+        .await
+        else {
+            return;
+        };
+        let handle = RedisPoolBuilder::new(server.url()).build().await.unwrap();
+        let store = RedisStore::builder(handle.clone()).build();
+        let policy = Policy::new(Quota::per_minute(10));
+        let mut from_insurance = 0;
+        for i in 0..40_000u32 {
+            let decision = store
+                .check(&policy, &Key::text(&format!("client-{i}")), 1)
+                .await
+                .unwrap();
+            assert!(decision.allowed, "a new client has its whole budget");
+            if decision.source == Source::Insurance {
+                from_insurance += 1;
+                if from_insurance > 100 {
+                    break;
+                }
+            }
+        }
+        assert!(from_insurance > 0, "the server never filled up");
+        let mut conn = handle.connection();
+        let info: String = redis::cmd("INFO")
+            .arg("memory")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let used: u64 = info
+            .lines()
+            .find_map(|line| line.strip_prefix("used_memory:"))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap();
+        assert!(
+            used < 3 * 1024 * 1024,
+            "Redis held {used} bytes past its 2 MiB limit"
+        );
+    }
+
     /// A hung Redis (stopped, connections open) is a failure too: no request waits much
     /// longer than the deadline, the insurance decides, and Redis decides again once it
     /// answers.

@@ -344,6 +344,8 @@ async fn drop_schema(url: &str, schema: &str) {
 pub struct RedisServer {
     port: u16,
     dir: PathBuf,
+    /// Settings passed on the command line beyond the defaults.
+    settings: Vec<String>,
     child: Option<Child>,
 }
 
@@ -372,6 +374,12 @@ impl RedisServer {
     /// Returns `None` after printing a skip line when `redis-server` is not on `PATH` (panics
     /// instead when services are required). Panics when the server does not come up.
     pub async fn start(test: &str) -> Option<RedisServer> {
+        Self::start_with(test, &[]).await
+    }
+
+    /// [`start`](Self::start) with extra `redis-server` settings, such as
+    /// `["--maxmemory", "2mb"]`; they hold across restarts too.
+    pub async fn start_with(test: &str, settings: &[&str]) -> Option<RedisServer> {
         match Command::new(REDIS_SERVER_BIN)
             .arg("--version")
             .stdout(Stdio::null())
@@ -398,6 +406,7 @@ impl RedisServer {
             let mut server = RedisServer {
                 port: free_port(),
                 dir: dir.clone(),
+                settings: settings.iter().map(|s| (*s).to_owned()).collect(),
                 child: None,
             };
             match server.launch().await {
@@ -507,6 +516,7 @@ impl RedisServer {
             .arg(&self.dir)
             .arg("--logfile")
             .arg(&log)
+            .args(&self.settings)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

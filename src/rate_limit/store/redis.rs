@@ -37,6 +37,23 @@ const SCRIPT: &str = include_str!("script.lua");
 /// admission and writes the next state; the figures of the [`Decision`] are derived on the
 /// client from the state Redis found, by the same code as the memory store's.
 ///
+/// # Memory in Redis
+///
+/// Redis holds one key per client that made a request within its quota's period (about
+/// 150 bytes each with its name and Redis's own overhead), so memory is bounded by the number of distinct keys
+/// seen in one period (GCRA, fixed window) or two (sliding window), not by traffic. A flood
+/// of distinct clients (say, forwarded addresses from a trusted proxy) costs that many keys
+/// for that long.
+///
+/// The store sets no cap of its own, because Redis already bounds it and the choice of
+/// what to give up belongs to the operator: set `maxmemory`. With `volatile-ttl` or
+/// `volatile-lru` Redis evicts rate-limit keys (they all carry a TTL), which only hands the
+/// evicted clients a fresh budget; with `noeviction`, a full Redis refuses the writes and
+/// the [`Fallback`] decides in memory, within the memory store's own bound of 100 000 keys
+/// (tested with a 2 MiB `maxmemory`). A per-instance cap on new keys would refuse, or let
+/// through unchecked, the new clients of a legitimate traffic spike alike, which is worse
+/// than either.
+///
 /// # Failures
 ///
 /// When Redis answers with an error or not within the [deadline](RedisStoreBuilder::timeout)
