@@ -6,6 +6,11 @@
 //!   `raw_get_decode`, a hand-written cache read: `GET` of the value's MessagePack and
 //!   decoding it, no tags;
 //! - `cache_tiered_hit`: a tiered L1 hit against a memory-backend hit, same value.
+//! - `cache_redis_down`: a `Cache::get` on a Redis backend whose server is gone (a closed
+//!   loopback port, the handle built with its default reconnect settings), failing fast
+//!   while Redis is known to be down (`down_fail_fast`, the default) and trying Redis on
+//!   every call (`down_every_call_tries`, `retry_interval(0)`, the behaviour before the
+//!   breaker), beside a miss on the live Redis (`up_miss`).
 //!
 //! Skipped, with a line saying so, when `REDIS_URL` is unset or the `redis` feature is off.
 
@@ -160,6 +165,53 @@ pub(super) fn run(c: &mut Criterion, runtime: &Runtime) {
     });
     group.finish();
     print_ratios(group_name, "memory_hit", &["tiered_l1_hit"]);
+
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a loopback port")
+        .port();
+    let down_url = format!("redis://127.0.0.1:{closed_port}");
+    let down_cache = |retry_interval: Duration| {
+        let handle = RedisPoolBuilder::new(down_url.as_str())
+            .build_lazy()
+            .expect("a Redis URL");
+        Cache::builder()
+            .prefix(prefix.as_str())
+            .backend(RedisBackend::new(handle).retry_interval(retry_interval))
+            .build()
+            .expect("a cache")
+    };
+    let (fail_fast, every_call) = runtime.block_on(async {
+        (
+            down_cache(Duration::from_millis(200)),
+            down_cache(Duration::ZERO),
+        )
+    });
+    let group_name = "cache_redis_down";
+    let mut group = c.benchmark_group(group_name);
+    // The slowest variant waits for reconnection attempts on every call: flat sampling
+    // with few samples keeps it to seconds.
+    group
+        .sampling_mode(criterion::SamplingMode::Flat)
+        .sample_size(10);
+    for (name, cache) in [
+        ("up_miss", &redis_cache),
+        ("down_fail_fast", &fail_fast),
+        ("down_every_call_tries", &every_call),
+    ] {
+        group.bench_function(name, |b| {
+            b.to_async(runtime).iter(|| async {
+                let found: Option<Vec<Record>> = cache.get("absent").await.expect("get");
+                black_box(found)
+            });
+        });
+    }
+    group.finish();
+    print_ratios(
+        group_name,
+        "up_miss",
+        &["down_fail_fast", "down_every_call_tries"],
+    );
 
     runtime.block_on(async {
         let _ = redis_cache.invalidate_prefix("").await;
