@@ -125,7 +125,8 @@ pub use env::EnvError;
     feature = "health",
     feature = "sqlite",
     feature = "rate-limit",
-    feature = "cache"
+    feature = "cache",
+    feature = "serve"
 ))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
