@@ -413,3 +413,43 @@ async fn http2_with_prior_knowledge_is_served() {
         "the server's first frame is its SETTINGS: {frame:?}"
     );
 }
+
+#[tokio::test]
+async fn a_slow_steady_reader_on_keep_alive_gets_the_whole_body() {
+    // hyper's header-read timer waits for the next head once a response is done; reading
+    // this one takes several header-read timeouts, and must not be cut short by it.
+    let (addr, _) = start(server()).await;
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(64 * 1024).unwrap();
+    let mut stream = socket.connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /big HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let mut head_and_body = 0;
+    let mut buf = vec![0; 64 * 1024];
+    while head_and_body <= BIG {
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(
+            n > 0,
+            "cut after {head_and_body} bytes in {:?}",
+            start.elapsed()
+        );
+        head_and_body += n;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        start.elapsed() > HEADER_TIMEOUT * 2,
+        "{:?}",
+        start.elapsed()
+    );
+
+    // The connection is still usable.
+    stream
+        .write_all(b"GET /hello HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let response = read_response(&mut stream).await;
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+}

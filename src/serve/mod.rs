@@ -61,6 +61,12 @@
 //! this one (or raise this one above the proxy's: AWS ALB defaults to 60 s), or the proxy
 //! may send a request on a connection the app is just closing and answer `502`.
 //!
+//! A response read slowly is not cut by this timer: hyper waits for the next head only once
+//! the response has been written out. With *pipelined* requests, though, hyper can wait for
+//! the next head while earlier responses are still being written, so a pipelining client
+//! that stops reading may be closed at the header-read timeout rather than the write
+//! timeout.
+//!
 //! Before a connection's HTTP version is known (hyper-util reads up to the 24 bytes of the
 //! HTTP/2 preface to decide), neither protocol's timers run; perfkit applies the header-read
 //! timeout to that phase too, so a connection that sends nothing is closed after it. A
