@@ -14,6 +14,9 @@
 //! | `TRUSTED_PROXIES` | empty | comma-separated CIDR ranges whose `X-Forwarded-For` names the client |
 //! | `HEALTH_INTERVAL_SECS` | `60` | how often the health checks run in the background |
 //! | `CACHE_PREFIX`, `CACHE_DEFAULT_TTL` | `perfkit`, `300` | cache namespace and default TTL in seconds; the cache is in memory without `REDIS_URL`, tiered (in-process L1, Redis L2) with it |
+//! | `HEADER_READ_TIMEOUT_SECS` | `10` | seconds a connection may take to send a request head, and may sit idle between keep-alive requests (one timer in hyper); `0` disables |
+//! | `WRITE_TIMEOUT_SECS` | `30` | seconds a response write may make no progress (the client stopped reading) before the connection is closed; `0` disables |
+//! | `MAX_CONNECTIONS` | `512` | open connections at most; past it new ones wait in the listen backlog. Keep it below `ulimit -n` |
 //! | `RUST_LOG` | `info` | log filter |
 //!
 //! | route | answer |
@@ -557,20 +560,20 @@ async fn main() -> Result<(), Box<dyn Error>> {
         .init();
 
     let config = Config::from_env()?;
+    // HEADER_READ_TIMEOUT_SECS, WRITE_TIMEOUT_SECS, MAX_CONNECTIONS.
+    let server = perfkit::serve::Server::from_env()?;
     let addr = SocketAddr::from(([127, 0, 0, 1], config.port));
     let timeout_ms = config.timeout.timeout().as_millis() as u64;
     let app = app(config).await?;
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(%addr, timeout_ms, "perfkit reference app listening");
-    // The rate limiter keys clients by the connection's peer address.
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await?;
+    tracing::info!(%addr, timeout_ms, ?server, "perfkit reference app listening");
+    // Each request carries its peer address, which keys the rate limiter.
+    server
+        .serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
     Ok(())
 }
 
@@ -846,13 +849,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let app = embedded(Duration::from_secs(5)).await;
-        let server = tokio::spawn(
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .into_future(),
-        );
+        let server = tokio::spawn(perfkit::serve(listener, app).into_future());
 
         let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
         stream
@@ -874,6 +871,51 @@ mod tests {
                 .contains("x-ratelimit-remaining: 99"),
             "the peer address keys the client: {raw}"
         );
+    }
+
+    #[tokio::test]
+    async fn slowloris_connections_are_culled_and_hello_stays_reachable() {
+        use perfkit::serve::Server;
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let serve = Server::new()
+            .header_read_timeout(Duration::from_millis(300))
+            .max_connections(4)
+            .serve(listener, embedded(Duration::from_secs(5)).await);
+        let handle = serve.handle();
+        let server = tokio::spawn(serve.into_future());
+
+        // More half-sent requests than the server takes connections.
+        let mut slow = Vec::new();
+        for _ in 0..8 {
+            let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            stream.write_all(b"GET /hello HTTP/1.1\r\n").await.unwrap();
+            slow.push(stream);
+        }
+        let started = std::time::Instant::now();
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"GET /hello HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut raw = String::new();
+        tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut raw))
+            .await
+            .expect("answered once the header-read timeout culled the slow ones")
+            .unwrap();
+        assert!(raw.starts_with("HTTP/1.1 200 OK"), "{raw}");
+        assert!(started.elapsed() >= Duration::from_millis(250));
+        assert!(handle.open_connections() <= 4);
+
+        // Every half-sent request was closed by the server.
+        for mut stream in slow {
+            let mut rest = Vec::new();
+            let closed =
+                tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest));
+            assert!(closed.await.is_ok(), "still open");
+        }
+        server.abort();
     }
 
     /// The embedded app with the rate limit `limit` and the trusted proxies `trusted`.

@@ -12,6 +12,7 @@
 //! | [`pool`] | `postgres`, `sqlite`, `redis` | pool builders with the knobs backends tune, pool statistics, acquire timeouts that name their cause |
 //! | [`cache`] | `cache` | typed cache over memory, Redis and tiered (in-process L1, Redis L2) backends: O(1) tag invalidation by epochs, single-flight, stale-while-revalidate, early refresh, stats |
 //! | [`health`] | `health` | checks run in the background; `/health`, `/health/ready`, `/health/live`, `/health/pools` answered without I/O |
+//! | [`serve`](mod@serve) | `serve` | serves any tower HTTP service over TCP (hyper 1, HTTP/1 and HTTP/2) with header-read, idle and write-stall timeouts, a connection bound, accept errors that never end the server, peer addresses for the rate limiter, graceful shutdown |
 //!
 //! Every layer is generic over request and response bodies and keeps the inner service's
 //! error type: a timeout is an answer, never a dropped connection.
@@ -56,6 +57,7 @@
 //! - `cache`: [`cache`], the typed cache and its memory backend; with `redis`, the Redis and
 //!   tiered backends.
 //! - `health`: [`health`], background checks and the health service.
+//! - `serve`: [`serve`](mod@serve), the hardened TCP server over hyper and hyper-util.
 //! - `axum`: route templates from axum's `MatchedPath` for the timing statistics, and
 //!   client addresses from axum's `ConnectInfo` for the rate limiter.
 //! - `full`: every feature.
@@ -76,7 +78,7 @@ mod env;
     feature = "cache"
 ))]
 mod histogram;
-#[cfg(any(feature = "cache", feature = "rate-limit"))]
+#[cfg(any(feature = "cache", feature = "rate-limit", feature = "serve"))]
 mod log_gate;
 
 #[cfg(feature = "rate-limit")]
@@ -106,6 +108,15 @@ pub mod health;
 #[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
 pub mod cache;
 
+#[cfg(feature = "serve")]
+#[cfg_attr(docsrs, doc(cfg(feature = "serve")))]
+pub mod serve;
+
+#[cfg(feature = "serve")]
+#[cfg_attr(docsrs, doc(cfg(feature = "serve")))]
+#[doc(inline)]
+pub use serve::serve;
+
 pub use env::EnvError;
 
 #[cfg(all(
@@ -116,7 +127,8 @@ pub use env::EnvError;
     feature = "health",
     feature = "sqlite",
     feature = "rate-limit",
-    feature = "cache"
+    feature = "cache",
+    feature = "serve"
 ))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

@@ -5,6 +5,10 @@ use std::{
     time::Duration,
 };
 
+/// How often a repeating failure is logged, unless its owner has a reason to differ.
+#[cfg_attr(not(feature = "serve"), allow(dead_code))]
+pub(crate) const LOG_INTERVAL: Duration = Duration::from_secs(10);
+
 /// Lets one log line of a kind through per interval and counts the ones it held back, so a
 /// store that is down costs one line every few seconds rather than one per request.
 ///
