@@ -74,9 +74,11 @@ impl<T> TimeoutLayer<T> {
         self.timeout
     }
 
-    /// Sets the default deadline.
+    /// Sets the default deadline: the one a request gets when neither
+    /// [`per_request`](Self::per_request) nor a [`RouteTimeout`](super::RouteTimeout) picks
+    /// another.
     #[must_use]
-    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+    pub fn default_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
     }
