@@ -236,3 +236,27 @@ impl FromStr for Policy {
         Ok(Self::build(None, quotas, Algorithm::default()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_policy_that_does_not_parse_says_which_quota_and_why() {
+        for (input, reason) in [
+            ("", "empty"),
+            ("10/second, ten/hour", "whole number"),
+            ("10/fortnight", "unit must be one of"),
+            ("10/second,", "empty"),
+            ("10/second burst -1", "burst must be a whole number"),
+        ] {
+            let error = input.parse::<Policy>().unwrap_err().to_string();
+            assert!(error.contains(reason), "{input:?}: {error}");
+            assert!(error.contains("100/minute"), "{input:?}: {error}");
+        }
+        let error = "1/s,2/s,3/s,4/s,5/s".parse::<Policy>().unwrap_err();
+        assert!(error.to_string().contains("at most four"), "{error}");
+        let policy: Policy = "10/second; 1000/hour".parse().unwrap();
+        assert_eq!(policy.quotas().len(), 2);
+    }
+}
