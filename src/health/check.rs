@@ -2,6 +2,8 @@ use std::{borrow::Cow, error::Error as StdError, fmt, future::Future};
 
 use async_trait::async_trait;
 
+use crate::fmt::truncate_at_char_boundary;
+
 /// Longest failure message kept from a check, in bytes; longer ones are cut at a character
 /// boundary so a report stays small whatever a backend puts in its errors.
 const MAX_MESSAGE_LEN: usize = 512;
@@ -128,12 +130,9 @@ impl CheckError {
         source: Option<Box<dyn StdError + Send + Sync + 'static>>,
     ) -> Self {
         if message.len() > MAX_MESSAGE_LEN {
-            let mut end = MAX_MESSAGE_LEN;
-            while !message.is_char_boundary(end) {
-                end -= 1;
-            }
-            let mut short = String::with_capacity(end + 3);
-            short.push_str(&message[..end]);
+            let kept = truncate_at_char_boundary(&message, MAX_MESSAGE_LEN);
+            let mut short = String::with_capacity(kept.len() + '…'.len_utf8());
+            short.push_str(kept);
             short.push('…');
             message = Cow::Owned(short);
         }
@@ -488,7 +487,7 @@ where
         } else {
             Err(CheckError::new(format!(
                 "PING answered {:?} instead of PONG",
-                truncate(&reply, 64)
+                truncate_at_char_boundary(&reply, 64)
             )))
         }
     }
@@ -585,16 +584,6 @@ impl HealthCheck for CacheCheck {
             .await
             .map_err(|error| CheckError::failed("cache PING", error))
     }
-}
-
-/// At most `max` bytes of `text`, cut at a character boundary.
-#[cfg(feature = "redis")]
-fn truncate(text: &str, max: usize) -> &str {
-    let mut end = text.len().min(max);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
 }
 
 // ===== RateLimitCheck =====
