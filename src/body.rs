@@ -133,6 +133,13 @@ pub(crate) fn json_error_retry_after<B>(
     json_response(status, json_object(code, message, Some(retry_after_secs)))
 }
 
+/// The JSON error object alone, for a service that sets its own headers:
+/// `{"error":"<code>","message":"<message>"}`.
+#[cfg(feature = "health")]
+pub(crate) fn json_error_body(code: &str, message: &str) -> String {
+    json_object(code, message, None)
+}
+
 fn json_object(code: &str, message: &str, retry_after_secs: Option<u64>) -> String {
     let mut json = String::with_capacity(56 + code.len() + message.len());
     json.push_str("{\"error\":");

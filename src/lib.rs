@@ -71,6 +71,15 @@ pub mod body;
 mod breaker;
 mod env;
 #[cfg(any(
+    feature = "health",
+    feature = "rate-limit",
+    feature = "timeout",
+    feature = "postgres",
+    feature = "sqlite",
+    feature = "redis"
+))]
+mod fmt;
+#[cfg(any(
     feature = "timing",
     feature = "postgres",
     feature = "sqlite",

@@ -16,6 +16,7 @@ use tokio::{
     time::{Instant, MissedTickBehavior},
 };
 
+use crate::fmt::HumanDuration;
 #[cfg(any(feature = "postgres", feature = "sqlite", feature = "redis"))]
 use crate::pool::PoolStats;
 
@@ -273,7 +274,7 @@ async fn run_check(check: &dyn HealthCheck, timeout: Duration) -> Outcome {
     let error = match result {
         Ok(Ok(())) => None,
         Ok(Err(error)) => Some(error.message().to_owned()),
-        Err(_) => Some(format!("timed out after {}", format_duration(timeout))),
+        Err(_) => Some(format!("timed out after {}", HumanDuration::fine(timeout))),
     };
     Outcome { latency, error }
 }
@@ -341,7 +342,10 @@ impl Inner {
                 }
                 None => {
                     overdue_reported = true;
-                    let error = format!("no answer within {}; still running", format_duration(due));
+                    let error = format!(
+                        "no answer within {}; still running",
+                        HumanDuration::fine(due)
+                    );
                     for &index in running.values() {
                         let outcome = Outcome {
                             latency: started.elapsed(),
@@ -412,22 +416,6 @@ fn log_transition(name: &str, result: &CheckResult, previous: Option<Status>) {
             latency_ms = result.latency_ms,
             "health check passing"
         ),
-    }
-}
-
-/// `5 s`, `1.5 s`, `250 ms`.
-pub(super) fn format_duration(duration: Duration) -> String {
-    if duration.subsec_nanos() == 0 {
-        format!("{} s", duration.as_secs())
-    } else if duration < Duration::from_secs(1) {
-        let ms = duration.as_secs_f64() * 1000.0;
-        if ms.fract() == 0.0 {
-            format!("{ms:.0} ms")
-        } else {
-            format!("{ms:.1} ms")
-        }
-    } else {
-        format!("{:.1} s", duration.as_secs_f64())
     }
 }
 

@@ -145,31 +145,11 @@ fn serialize_checked_at<S: Serializer>(
     }
 }
 
-/// `at` as `YYYY-MM-DDTHH:MM:SS.mmmZ`; times before 1970 show as the epoch.
+/// `at` as `YYYY-MM-DDTHH:MM:SS.mmmZ`; times before 1970 show as the epoch, and times past
+/// the year 9999 (which RFC 3339 cannot write) as its last millisecond.
 pub(super) fn rfc3339(at: SystemTime) -> String {
-    let since_epoch = at.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since_epoch.as_secs();
-    let millis = since_epoch.subsec_millis();
-    let (days, day_secs) = (secs / 86_400, secs % 86_400);
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        day_secs / 3600,
-        day_secs / 60 % 60,
-        day_secs % 60
-    )
-}
-
-/// The proleptic Gregorian date `days` after 1970-01-01 (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
+    /// 9999-12-31T23:59:59.999Z.
+    const LAST: Duration = Duration::from_millis(253_402_300_799_999);
+    let at = at.clamp(UNIX_EPOCH, UNIX_EPOCH + LAST);
+    humantime::format_rfc3339_millis(at).to_string()
 }

@@ -2,16 +2,16 @@ use std::{
     convert::Infallible,
     fmt,
     future::{Ready, ready},
-    pin::Pin,
     task::{Context, Poll},
 };
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body::{Body, Frame, SizeHint};
+use http_body::Body;
 use tower_service::Service;
 
 use super::HealthMonitor;
+use crate::body::{ResponseBody, json_error_body};
 
 /// A tower service that answers health probes from a [`HealthMonitor`]'s latest results.
 ///
@@ -96,7 +96,7 @@ impl HealthService {
             response
                 .headers_mut()
                 .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-            *response.body_mut() = HealthBody::empty();
+            *response.body_mut() = HealthBody::full(Bytes::new());
         }
         response
     }
@@ -155,7 +155,7 @@ impl Endpoint {
 
 /// A response with a JSON `body` and the headers every health answer carries.
 fn json(status: StatusCode, body: Bytes) -> Response<HealthBody> {
-    let mut response = Response::new(HealthBody::new(body));
+    let mut response = Response::new(HealthBody::full(body));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(
@@ -168,57 +168,12 @@ fn json(status: StatusCode, body: Bytes) -> Response<HealthBody> {
 
 /// `{"error":"<code>","message":"<message>"}`.
 fn error_body(code: &str, message: &str) -> Bytes {
-    serde_json::to_vec(&serde_json::json!({ "error": code, "message": message }))
-        .unwrap_or_default()
-        .into()
+    json_error_body(code, message).into()
 }
-
-// ===== HealthBody =====
 
 /// The body of a [`HealthService`] response: a complete JSON document.
 ///
-/// Implements [`http_body::Body`] with `Data = Bytes` and `Error = Infallible`, as axum,
-/// hyper and tonic expect.
-pub struct HealthBody {
-    data: Option<Bytes>,
-}
-
-impl HealthBody {
-    fn new(data: Bytes) -> Self {
-        Self {
-            data: (!data.is_empty()).then_some(data),
-        }
-    }
-
-    fn empty() -> Self {
-        Self { data: None }
-    }
-}
-
-impl fmt::Debug for HealthBody {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HealthBody")
-            .field("len", &self.data.as_ref().map_or(0, Bytes::len))
-            .finish()
-    }
-}
-
-impl Body for HealthBody {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        Poll::Ready(self.data.take().map(|data| Ok(Frame::data(data))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.data.is_none()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.data.as_ref().map_or(0, Bytes::len) as u64)
-    }
-}
+/// A [`ResponseBody`] that only ever holds a complete body; it implements
+/// [`http_body::Body`] with `Data = Bytes` and `Error = Infallible`, as axum, hyper and
+/// tonic expect.
+pub type HealthBody = ResponseBody<String>;

@@ -12,7 +12,7 @@ use http_body_util::BodyExt;
 use tokio::time::Instant;
 use tower::ServiceExt;
 
-use super::{monitor::format_duration, report::rfc3339, *};
+use super::{report::rfc3339, *};
 
 /// What the closures of the test checks return.
 type Ready = std::future::Ready<Result<(), CheckError>>;
@@ -877,14 +877,6 @@ fn public_types_are_send_and_sync() {
     assert_send_sync::<HealthReport>();
     assert_send_sync::<CheckError>();
     assert_send_sync::<HealthBody>();
-}
-
-#[test]
-fn durations_read_naturally() {
-    assert_eq!(format_duration(Duration::from_secs(5)), "5 s");
-    assert_eq!(format_duration(Duration::from_millis(1500)), "1.5 s");
-    assert_eq!(format_duration(Duration::from_millis(250)), "250 ms");
-    assert_eq!(format_duration(Duration::from_micros(2500)), "2.5 ms");
 }
 
 #[test]

@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use crate::EnvError;
+use crate::{EnvError, fmt::HumanDuration};
 
 /// Why a pool could not be built or could not hand out a connection.
 ///
@@ -32,7 +32,7 @@ pub enum Error {
     /// the last connect error the pool saw (which the drivers themselves drop).
     #[error(
         "timed out after {} waiting for a connection to {url}; {cause}",
-        DisplaySecs(*waited)
+        HumanDuration::millis(*waited)
     )]
     AcquireTimeout {
         /// The URL, password removed.
@@ -58,22 +58,6 @@ pub enum Error {
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     #[error(transparent)]
     Redis(#[from] redis::RedisError),
-}
-
-/// Formats a duration as `30 s`, `2.5 s` or `250 ms`.
-struct DisplaySecs(Duration);
-
-impl std::fmt::Display for DisplaySecs {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let duration = self.0;
-        if duration < Duration::from_secs(1) {
-            write!(f, "{} ms", duration.as_millis())
-        } else if duration.subsec_millis() == 0 {
-            write!(f, "{} s", duration.as_secs())
-        } else {
-            write!(f, "{:.1} s", duration.as_secs_f64())
-        }
-    }
 }
 
 #[cfg(test)]

@@ -177,14 +177,14 @@ pub use self::{
     headers::RateLimitHeaders,
     key::{
         ClientIp, DEFAULT_IPV6_PREFIX, DEFAULT_MAX_HOPS, ExtensionKey, ForwardedHeader, Global,
-        HeaderKey, KeyExtractor, Or, PeerIp, PeerLookup, TrustedProxies, default_peer,
+        HeaderKey, Key, KeyExtractor, Or, PeerIp, PeerLookup, TrustedProxies, default_peer,
     },
     layer::{CostFor, DEFAULT_RATE_LIMIT, MissingKey, PolicyFor, RateLimitLayer, RoutePolicy},
     policy::{MAX_QUOTAS, Policy},
     quota::Quota,
     service::RateLimit,
     stats::{RateLimitCounters, RateLimitSnapshot},
-    store::{Check, Decision, Key, MemoryStore, MemoryStoreBuilder, Source, Store},
+    store::{Check, Decision, MemoryStore, MemoryStoreBuilder, Source, Store},
 };
 
 #[cfg(feature = "redis")]

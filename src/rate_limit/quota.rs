@@ -1,6 +1,7 @@
 use std::{fmt, str::FromStr, time::Duration};
 
 use super::error::{Error, Result};
+use crate::fmt::truncate_at_char_boundary;
 
 /// The largest count a quota accepts.
 pub(crate) const MAX_COUNT: u32 = 1_000_000_000;
@@ -259,22 +260,10 @@ impl FromStr for Quota {
 
     fn from_str(input: &str) -> Result<Self> {
         parse(input).map_err(|reason| Error::ParseQuota {
-            input: cut(input, 64).to_owned(),
+            input: truncate_at_char_boundary(input, 64).to_owned(),
             reason,
         })
     }
-}
-
-/// `input` cut to at most `max` bytes at a character boundary.
-fn cut(input: &str, max: usize) -> &str {
-    if input.len() <= max {
-        return input;
-    }
-    let mut end = max;
-    while !input.is_char_boundary(end) {
-        end -= 1;
-    }
-    &input[..end]
 }
 
 fn parse(input: &str) -> std::result::Result<Quota, &'static str> {

@@ -10,7 +10,10 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
 use super::scope::Scope;
-use crate::body::{ResponseBody, json_error};
+use crate::{
+    body::{ResponseBody, json_error},
+    fmt::HumanDuration,
+};
 
 pin_project! {
     /// The response future of [`Timeout`](super::Timeout).
@@ -121,8 +124,10 @@ fn timed_out<F, B>(
 
 /// `Request exceeded 30.0s timeout`: seconds with one decimal, halves rounded up.
 fn message(timeout: Duration) -> String {
-    let tenths = (timeout.as_millis() + 50) / 100;
-    format!("Request exceeded {}.{}s timeout", tenths / 10, tenths % 10)
+    format!(
+        "Request exceeded {} timeout",
+        HumanDuration::tenths(timeout)
+    )
 }
 
 #[cfg(test)]

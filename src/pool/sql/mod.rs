@@ -5,7 +5,7 @@
 //! idle, recycles connections with jitter, and watches for leaked connections and sustained
 //! high utilisation.
 
-mod check;
+mod before_acquire;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod settings;
@@ -24,7 +24,7 @@ use std::{
 use sqlx::{ConnectOptions, Connection, Database, pool::PoolOptions};
 
 use self::{
-    check::{AcquireCheck, Recycle},
+    before_acquire::{AcquireCheck, Recycle},
     settings::Common,
 };
 use super::{

@@ -141,10 +141,10 @@ impl EnvValues {
 
 /// `DATABASE_URL`, trimmed; `None` when unset or blank.
 pub(super) fn database_url() -> Option<String> {
-    std::env::var(DATABASE_URL)
+    // Any text is a URL to try (`String`'s parse cannot fail); the driver judges it.
+    crate::env::var::<String>(DATABASE_URL, "a database URL")
         .ok()
-        .map(|url| url.trim().to_owned())
-        .filter(|url| !url.is_empty())
+        .flatten()
 }
 
 /// The setters both pool builders share, each writing `self.common`.
