@@ -15,7 +15,7 @@ use super::{
     codec,
     error::{CodecError, Result},
     flight::{Flights, Join, Leader, Outcome},
-    key::Namespace,
+    namespace::Namespace,
     options::EntryOptions,
     stats::{CacheStats, LOG_INTERVAL, Stats},
 };

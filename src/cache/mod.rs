@@ -148,7 +148,7 @@ mod codec;
 mod error;
 mod flight;
 mod handle;
-mod key;
+mod namespace;
 mod memory;
 mod options;
 #[cfg(feature = "redis")]

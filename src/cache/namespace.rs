@@ -1,4 +1,5 @@
-//! Namespacing and hashing of keys, prefixes and tags.
+//! [`Namespace`]: the storage forms of one cache's keys, prefixes and tags (namespaced,
+//! and hashed when long or odd).
 
 use std::{cell::RefCell, fmt::Write as _, sync::Arc};
 
