@@ -78,6 +78,8 @@ mod env;
 mod histogram;
 #[cfg(any(feature = "cache", feature = "rate-limit"))]
 mod log_gate;
+#[cfg(any(feature = "timing", feature = "rate-limit", feature = "cache"))]
+mod short_text;
 
 #[cfg(feature = "rate-limit")]
 #[cfg_attr(docsrs, doc(cfg(feature = "rate-limit")))]

@@ -22,8 +22,9 @@ use tracing_subscriber::{layer::SubscriberExt, registry::Registry};
 
 use super::{
     OTHER_ROUTE, ResponseFuture, RouteSnapshot, Timing, TimingBody, TimingLayer, TimingSnapshot,
-    TimingStats, future::Millis,
+    TimingStats,
 };
+use crate::short_text::Millis;
 
 /// A handler that waits for the duration in the request body, then answers `200`.
 async fn sleep_for(request: Request<Duration>) -> Result<Response<String>, Infallible> {
