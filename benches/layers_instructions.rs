@@ -10,6 +10,10 @@
 //! `benches/rate_limit.rs` drives it (a hello-world service, one client whose address is in
 //! the request extensions, a quota that never refuses), with each header family, beside
 //! tower_governor's layer without and with its headers.
+//!
+//! `perfkit_timing_routed` is the timing layer with a `route_fn` labelling every request, so
+//! each request also looks its route up in the statistics' route table. With the `cache`
+//! feature a last table counts a memory-backend hit on a `u64` beside moka's `get`.
 
 mod support;
 
@@ -23,11 +27,12 @@ use support::layers::{drive, pending, ready};
 use http::StatusCode;
 use tower::{Layer, service_fn};
 
-const VARIANTS: [&str; 4] = [
+const VARIANTS: [&str; 5] = [
     "bare",
     "perfkit_timeout",
     "tower_http_timeout",
     "perfkit_timing",
+    "perfkit_timing_routed",
 ];
 const SHAPES: [&str; 2] = ["ready", "pending"];
 /// The rate-limit table's variants; its baseline is `bare` driven the same way.
@@ -43,6 +48,12 @@ const RATE_LIMIT_VARIANTS: [&str; 7] = [
 ];
 #[cfg(not(feature = "rate-limit"))]
 const RATE_LIMIT_VARIANTS: [&str; 0] = [];
+/// The cache table's variants: a hit on a `u64` (free to clone, so the fixed cost of a
+/// lookup shows: the storage key, the backend, the decode), beside moka's `get`.
+#[cfg(feature = "cache")]
+const CACHE_VARIANTS: [&str; 3] = ["bare", "perfkit_get_u64", "moka_get_u64"];
+#[cfg(not(feature = "cache"))]
+const CACHE_VARIANTS: [&str; 0] = [];
 const SHORT_RUN: u64 = 1_000;
 const LONG_RUN: u64 = 21_000;
 
@@ -55,6 +66,11 @@ fn probe(variant: &str, shape: &str, requests: u64) {
     #[cfg(feature = "rate-limit")]
     if shape == "rate_limit" {
         rt.block_on(rate_limit::probe(variant, requests));
+        return;
+    }
+    #[cfg(feature = "cache")]
+    if shape == "cache" {
+        rt.block_on(cache::probe(variant, requests));
         return;
     }
     let timeout = Duration::from_secs(30);
@@ -75,6 +91,12 @@ fn probe(variant: &str, shape: &str, requests: u64) {
                 }
                 "perfkit_timing" => {
                     let layer = perfkit::timing::TimingLayer::new();
+                    drive(layer.layer(service_fn($handler)), requests).await
+                }
+                // As an application labels its routes: every request looks up the label.
+                "perfkit_timing_routed" => {
+                    let layer = perfkit::timing::TimingLayer::new()
+                        .route_fn(|_: &http::Request<()>| Some("/users/{id}"));
                     drive(layer.layer(service_fn($handler)), requests).await
                 }
                 other => panic!("unknown variant {other}"),
@@ -130,6 +152,9 @@ fn main() {
         SHAPES.iter().map(|shape| (*shape, &VARIANTS[..])).collect();
     if !RATE_LIMIT_VARIANTS.is_empty() {
         tables.push(("rate_limit", &RATE_LIMIT_VARIANTS[..]));
+    }
+    if !CACHE_VARIANTS.is_empty() {
+        tables.push(("cache", &CACHE_VARIANTS[..]));
     }
     for (shape, variants) in tables {
         let per_request = |variant: &str| {
@@ -196,5 +221,42 @@ mod rate_limit {
             other => panic!("unknown variant {other}"),
         };
         drive(perfkit(headers).layer(service_fn(hello)), requests).await
+    }
+}
+
+/// The cache variants, as `benches/cache/hit.rs` runs its `_u64` pair: `bare` is the same
+/// loop around a `black_box` of the key.
+#[cfg(feature = "cache")]
+mod cache {
+    use std::hint::black_box;
+
+    use perfkit::cache::{Cache, EntryOptions};
+
+    pub(super) async fn probe(variant: &str, requests: u64) {
+        match variant {
+            "bare" => {
+                for _ in 0..requests {
+                    black_box(black_box("counter"));
+                }
+            }
+            "perfkit_get_u64" => {
+                let cache = Cache::builder().build().unwrap();
+                cache
+                    .set("counter", &7u64, EntryOptions::new())
+                    .await
+                    .unwrap();
+                for _ in 0..requests {
+                    black_box(cache.get::<u64>(black_box("counter")).await.unwrap());
+                }
+            }
+            "moka_get_u64" => {
+                let moka: moka::sync::Cache<String, u64> = moka::sync::Cache::new(10_000);
+                moka.insert("counter".to_owned(), 7);
+                for _ in 0..requests {
+                    black_box(moka.get(black_box("counter")));
+                }
+            }
+            other => panic!("unknown variant {other}"),
+        }
     }
 }

@@ -27,7 +27,7 @@
 //! | `GET /metrics/timing` | per-route latency statistics as JSON |
 //! | `GET /stats` | an aggregate over the `/big` records that takes at least 20 ms to compute, cached 60 s under tag `stats`; `X-Cache: HIT` or `MISS` |
 //! | `POST /stats/invalidate` | invalidates tag `stats`: the next `GET /stats` computes anew |
-//! | `GET /metrics/cache` | cache statistics: hits, misses, stale serves, errors, get latency |
+//! | `GET /metrics/cache` | cache statistics: hits, misses, stale serves, errors, lookup latency |
 //! | `GET /health` | health report from the background checks (database, Redis) |
 //! | `GET /health/ready`, `/health/live`, `/health/pools` | readiness, liveness, pool statistics |
 //!
@@ -52,7 +52,7 @@ use axum::{
 };
 use bytes::Bytes;
 use perfkit::{
-    cache::{Cache, CacheBuilder, CacheStats, EntryOptions},
+    cache::{Cache, CacheBuilder, CacheSnapshot, EntryOptions},
     health::{CacheCheck, HealthMonitor, RateLimitCheck, RedisCheck, SqlCheck},
     pool::{PgPoolBuilder, RedisHandle, RedisPoolBuilder, SqlitePoolBuilder},
     rate_limit::{ClientIp, PolicyFor, RateLimitLayer, RedisStore, RoutePolicy, TrustedProxies},
@@ -302,7 +302,7 @@ async fn metrics_timing(State(state): State<AppState>) -> Json<TimingSnapshot> {
     Json(state.timing.snapshot())
 }
 
-async fn metrics_cache(State(state): State<AppState>) -> Json<CacheStats> {
+async fn metrics_cache(State(state): State<AppState>) -> Json<CacheSnapshot> {
     Json(state.cache.stats())
 }
 

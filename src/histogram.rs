@@ -1,10 +1,38 @@
-//! A fixed-size, lock-free, log-linear latency histogram in microseconds.
+//! A fixed-size, lock-free, log-linear histogram of `u64` values, and the rule every
+//! module's statistics follow.
 //!
-//! Values below [`SUB_BUCKETS`] µs each have their own bucket. Above that, every power of
-//! two `[2^e, 2^(e+1))` is split into [`SUB_BUCKETS`] equal buckets of width `2^(e - 5)`,
-//! so a bucket never spans more than 1/32 of its lower bound. A percentile is reported as
-//! the midpoint of its bucket, which is within 1/64 (about ±1.6 %) of the recorded value.
-//! Values of [`MAX_VALUE`] µs (about 71.6 minutes) and above share the last bucket.
+//! The histogram knows no unit: each user records in its own (timing and pools in
+//! microseconds, the cache in nanoseconds) and says which when it turns a snapshot into
+//! milliseconds with [`HistogramSnapshot::millis`].
+//!
+//! Values below [`SUB_BUCKETS`] each have their own bucket. Above that, every power of two
+//! `[2^e, 2^(e+1))` is split into [`SUB_BUCKETS`] equal buckets of width `2^(e - 5)`, so a
+//! bucket never spans more than 1/32 of its lower bound. A percentile is reported as the
+//! midpoint of its bucket, which is within 1/64 (about ±1.6 %) of the recorded value.
+//! Values of [`MAX_VALUE`] (`2^32 - 1`: about 71.6 minutes in microseconds, 4.3 s in
+//! nanoseconds) and above share the last bucket.
+//!
+//! # Statistics types: one family
+//!
+//! Every module that reports statistics (timing, the cache, rate limiting, pools, and the
+//! response cache, compression and pagination to come) follows one rule, so a metrics
+//! exposition reads them all alike:
+//!
+//! - **A live handle and its `…Snapshot`.** The value that records is a handle named
+//!   `<Thing>Stats` (atomic counters, cheap to clone or share, no lock on the recording
+//!   path); `<Thing>Stats::snapshot()` returns a `<Thing>Snapshot`. When the handle is the
+//!   module's main type (a `Cache`, a pool), its `stats()` returns the `<Thing>Snapshot`
+//!   directly. A renamed type keeps a `#[deprecated]` alias under its old name.
+//! - **A snapshot is plain data**: public fields, `#[non_exhaustive]`, and
+//!   `Clone, Debug, Default, PartialEq, Serialize, Deserialize`, so it goes to JSON and
+//!   back unchanged.
+//! - **Counts** are `u64`, named after what they count in the plural (`hits`, `acquires`),
+//!   or `count` in the snapshot of one timed thing (a route).
+//! - **Latencies** are `f64` milliseconds in flat fields ending in `_ms`: `p50_ms`, `p95_ms`,
+//!   `p99_ms`, `max_ms` and `mean_ms`, prefixed by what is timed when the snapshot reports
+//!   more than that (`acquire_p50_ms`, `lookup_p50_ms`), each beside the count of the timed
+//!   operations. They come from [`HistogramSnapshot::millis`], never converted by hand.
+//! - **Ratios** are `f64` from 0.0 to 1.0 (`hit_rate`, `utilisation`).
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -14,7 +42,7 @@ const SUB_BITS: u32 = 5;
 /// Linear sub-buckets per power of two.
 pub(crate) const SUB_BUCKETS: u64 = 1 << SUB_BITS;
 
-/// Largest exponent with its own buckets: the histogram resolves values up to `2^32 - 1` µs.
+/// Largest exponent with its own buckets: the histogram resolves values up to `2^32 - 1`.
 const MAX_EXPONENT: u32 = 31;
 
 /// Largest value with its own bucket; larger values are clamped into the last bucket.
@@ -24,7 +52,7 @@ pub(crate) const MAX_VALUE: u64 = (1 << (MAX_EXPONENT + 1)) - 1;
 /// every exponent from `SUB_BITS` to `MAX_EXPONENT`.
 pub(crate) const BUCKETS: usize = ((MAX_EXPONENT - SUB_BITS + 2) << SUB_BITS) as usize;
 
-/// The bucket index for `value` microseconds.
+/// The bucket index for `value`.
 #[inline]
 pub(crate) fn index_of(value: u64) -> usize {
     let value = value.min(MAX_VALUE);
@@ -38,7 +66,7 @@ pub(crate) fn index_of(value: u64) -> usize {
     (((shift as u64) << SUB_BITS) + (value >> shift)) as usize
 }
 
-/// The lowest value and the width, in microseconds, of bucket `index`.
+/// The lowest value and the width of bucket `index`.
 #[inline]
 pub(crate) fn bucket_bounds(index: usize) -> (u64, u64) {
     let index = index as u64;
@@ -51,7 +79,7 @@ pub(crate) fn bucket_bounds(index: usize) -> (u64, u64) {
 }
 
 /// The value a percentile falling in bucket `index` reports: the bucket's midpoint, which is
-/// exact for the one-microsecond buckets.
+/// exact for the buckets of width one.
 #[inline]
 fn representative(index: usize) -> u64 {
     let (low, width) = bucket_bounds(index);
@@ -61,14 +89,14 @@ fn representative(index: usize) -> u64 {
 /// Quantiles reported by [`Histogram::snapshot`], as `numerator / 100`.
 const QUANTILES: [u64; 3] = [50, 95, 99];
 
-/// Latency counters of one route.
+/// Counters of one series of values (one route's latencies, one pool's acquires).
 pub(crate) struct Histogram {
     counts: Box<[AtomicU64; BUCKETS]>,
     sum: AtomicU64,
     max: AtomicU64,
 }
 
-/// A point-in-time reading of a [`Histogram`], in microseconds.
+/// A point-in-time reading of a [`Histogram`], in the unit it was recorded in.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct HistogramSnapshot {
     pub(crate) count: u64,
@@ -77,6 +105,64 @@ pub(crate) struct HistogramSnapshot {
     pub(crate) p50: u64,
     pub(crate) p95: u64,
     pub(crate) p99: u64,
+}
+
+/// The unit a [`Histogram`] records in, to turn its readings into milliseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Unit {
+    /// Microseconds: request and acquire latencies.
+    #[cfg_attr(
+        not(any(
+            feature = "timing",
+            feature = "postgres",
+            feature = "sqlite",
+            feature = "redis"
+        )),
+        allow(dead_code)
+    )]
+    Micros,
+    /// Nanoseconds: cache lookups, which take well under a microsecond.
+    #[cfg_attr(not(feature = "cache"), allow(dead_code))]
+    Nanos,
+}
+
+impl Unit {
+    fn per_milli(self) -> f64 {
+        match self {
+            Self::Micros => 1e3,
+            Self::Nanos => 1e6,
+        }
+    }
+}
+
+/// The latencies of a [`HistogramSnapshot`] in milliseconds, as every statistics snapshot
+/// reports them (see the [module docs](self)); all 0.0 when nothing was recorded.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct Millis {
+    pub(crate) p50: f64,
+    pub(crate) p95: f64,
+    pub(crate) p99: f64,
+    pub(crate) max: f64,
+    pub(crate) mean: f64,
+}
+
+impl HistogramSnapshot {
+    /// The percentiles, maximum and mean in milliseconds, from values recorded in `unit`.
+    pub(crate) fn millis(&self, unit: Unit) -> Millis {
+        let per_milli = unit.per_milli();
+        let ms = |value: u64| value as f64 / per_milli;
+        Millis {
+            p50: ms(self.p50),
+            p95: ms(self.p95),
+            p99: ms(self.p99),
+            max: ms(self.max),
+            mean: if self.count == 0 {
+                0.0
+            } else {
+                self.sum as f64 / self.count as f64 / per_milli
+            },
+        }
+    }
 }
 
 impl Default for Histogram {
@@ -94,7 +180,7 @@ impl Histogram {
         }
     }
 
-    /// Records one value in microseconds.
+    /// Records one value.
     #[inline]
     pub(crate) fn record(&self, value: u64) {
         self.counts[index_of(value)].fetch_add(1, Relaxed);
@@ -252,5 +338,22 @@ mod tests {
         // Clamped into the last bucket, never reported above the exact maximum.
         assert!(snapshot.p99 <= two_hours);
         assert!(snapshot.p99 >= bucket_bounds(BUCKETS - 1).0);
+    }
+
+    #[test]
+    fn histogram_readings_in_milliseconds_from_either_unit() {
+        let histogram = Histogram::new();
+        assert_eq!(histogram.snapshot().millis(Unit::Micros), Millis::default());
+        for value in [1_000, 2_000, 3_000, 4_000] {
+            histogram.record(value);
+        }
+        let snapshot = histogram.snapshot();
+        let micros = snapshot.millis(Unit::Micros);
+        assert_eq!(micros.max, 4.0);
+        assert_eq!(micros.mean, 2.5);
+        assert!((micros.p50 - 2.0).abs() <= 2.0 / 64.0);
+        let nanos = snapshot.millis(Unit::Nanos);
+        assert_eq!(nanos.max, 0.004);
+        assert_eq!(nanos.mean, 0.0025);
     }
 }

@@ -89,6 +89,8 @@ mod fmt;
 mod histogram;
 #[cfg(any(feature = "cache", feature = "rate-limit", feature = "serve"))]
 mod log_gate;
+#[cfg(any(feature = "timing", feature = "rate-limit", feature = "cache"))]
+mod short_text;
 
 #[cfg(feature = "rate-limit")]
 #[cfg_attr(docsrs, doc(cfg(feature = "rate-limit")))]

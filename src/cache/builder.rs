@@ -7,8 +7,8 @@ use super::{
     backend::Backend,
     error::{Error, Result},
     handle::Config,
-    key::{Namespace, valid_namespace},
     memory::{DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, MemoryBackend},
+    namespace::{Namespace, valid_namespace},
 };
 use crate::env;
 

@@ -15,9 +15,9 @@ use super::{
     codec,
     error::{CodecError, Result},
     flight::{Flights, Join, Leader, Outcome},
-    key::Namespace,
+    namespace::Namespace,
     options::EntryOptions,
-    stats::{CacheStats, LOG_INTERVAL, Stats},
+    stats::{CacheSnapshot, LOG_INTERVAL, Stats},
 };
 
 /// What a cached value must be: serde both ways (for remote backends), cloneable (a hit
@@ -197,7 +197,7 @@ impl Cache {
     /// # Errors
     ///
     /// None today: a backend failure is a miss (logged, rate-limited, counted in
-    /// [`CacheStats::errors`]), and so are bytes that do not decode into `T` (logged, and the
+    /// [`CacheSnapshot::errors`]), and so are bytes that do not decode into `T` (logged, and the
     /// entry is removed).
     pub async fn get<T: Cacheable>(&self, key: &str) -> Result<Option<T>> {
         let key = self.inner.config.namespace.key(key);
@@ -472,7 +472,7 @@ impl Cache {
     }
 
     /// Counters and lookup latency percentiles since the cache was built.
-    pub fn stats(&self) -> CacheStats {
+    pub fn stats(&self) -> CacheSnapshot {
         self.inner.stats.snapshot()
     }
 

@@ -74,7 +74,7 @@
 //! - **Any string is a key.** Keys and tags are namespaced by the prefix; long or odd keys
 //!   are hashed and never reach a pattern raw (see *Keys*).
 //! - **Degradation.** A backend failure on a read is a miss, on a write a skipped write,
-//!   both logged at most once per 10 s per kind and counted in [`CacheStats::errors`];
+//!   both logged at most once per 10 s per kind and counted in [`CacheSnapshot::errors`];
 //!   requests keep being served. [`Cache::invalidate_tags`], [`Cache::invalidate_prefix`]
 //!   and [`Cache::delete`] return the failure to their caller.
 //! - **Bounded memory.** [`MemoryBackend`] holds at most its entry count and its bytes,
@@ -148,8 +148,8 @@ mod codec;
 mod error;
 mod flight;
 mod handle;
-mod key;
 mod memory;
+mod namespace;
 mod options;
 #[cfg(feature = "redis")]
 mod redis;
@@ -158,6 +158,9 @@ mod tags;
 #[cfg(feature = "redis")]
 mod tiered;
 
+#[doc(inline)]
+#[allow(deprecated)]
+pub use self::stats::{CacheStats, LatencyStats};
 #[doc(inline)]
 pub use self::{
     backend::{
@@ -175,7 +178,7 @@ pub use self::{
         MemoryBackendBuilder,
     },
     options::EntryOptions,
-    stats::{CacheStats, LatencyStats},
+    stats::CacheSnapshot,
 };
 
 #[cfg(feature = "redis")]

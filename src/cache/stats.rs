@@ -5,16 +5,19 @@ use std::{
     time::Duration,
 };
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::histogram::Histogram;
+use crate::histogram::{Histogram, Unit};
 
-/// A point-in-time reading of a cache's counters, from [`Cache::stats`](super::Cache::stats).
+/// A point-in-time reading of a cache's counters and lookup latencies, from
+/// [`Cache::stats`](super::Cache::stats); serializes for a metrics endpoint.
 ///
-/// Every lookup counts exactly once, as a hit, a stale serve or a miss.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+/// Every lookup counts exactly once, as a hit, a stale serve or a miss. Latencies come from
+/// a fixed-size histogram over nanoseconds: percentiles are within about ±1.6 %, the
+/// maximum and the mean are exact, and lookups above about 4.3 s count as 4.3 s.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
-pub struct CacheStats {
+pub struct CacheSnapshot {
     /// Lookups answered with a fresh value.
     pub hits: u64,
     /// Lookups answered with a value past its TTL: within its stale-while-revalidate
@@ -28,13 +31,34 @@ pub struct CacheStats {
     pub computations: u64,
     /// `(hits + stale_serves) / lookups`; 0 before the first lookup.
     pub hit_rate: f64,
-    /// Latency of lookups (not of computations), in nanoseconds.
-    pub get_latency: LatencyStats,
+    /// Lookups timed: every read of the backend (not the computations).
+    pub lookups: u64,
+    /// Median lookup latency, in milliseconds.
+    pub lookup_p50_ms: f64,
+    /// 95th percentile lookup latency, in milliseconds.
+    pub lookup_p95_ms: f64,
+    /// 99th percentile lookup latency, in milliseconds.
+    pub lookup_p99_ms: f64,
+    /// Highest lookup latency, in milliseconds.
+    pub lookup_max_ms: f64,
+    /// Mean lookup latency, in milliseconds.
+    pub lookup_mean_ms: f64,
 }
 
-/// Latency percentiles from a fixed-size histogram, in nanoseconds, each within about
-/// ±1.6 %; values above about 4.3 s are counted as 4.3 s.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+/// The former name of [`CacheSnapshot`].
+#[deprecated(
+    since = "0.1.0",
+    note = "renamed to `CacheSnapshot`; its latencies are the `lookup_*_ms` fields"
+)]
+pub type CacheStats = CacheSnapshot;
+
+/// Latency percentiles in nanoseconds, as [`CacheSnapshot`] reported them before its
+/// latencies became the `lookup_*_ms` fields; no longer produced.
+#[deprecated(
+    since = "0.1.0",
+    note = "read the `lookup_*_ms` fields of `CacheSnapshot` instead"
+)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct LatencyStats {
     /// Number of values recorded.
@@ -76,13 +100,14 @@ impl Stats {
         self.latency.record(nanos);
     }
 
-    pub(crate) fn snapshot(&self) -> CacheStats {
+    pub(crate) fn snapshot(&self) -> CacheSnapshot {
         let hits = self.hits.load(Relaxed);
         let stale_serves = self.stale_serves.load(Relaxed);
         let misses = self.misses.load(Relaxed);
         let lookups = hits + stale_serves + misses;
         let latency = self.latency.snapshot();
-        CacheStats {
+        let ms = latency.millis(Unit::Nanos);
+        CacheSnapshot {
             hits,
             stale_serves,
             misses,
@@ -93,13 +118,12 @@ impl Stats {
             } else {
                 (hits + stale_serves) as f64 / lookups as f64
             },
-            get_latency: LatencyStats {
-                count: latency.count,
-                p50_ns: latency.p50,
-                p95_ns: latency.p95,
-                p99_ns: latency.p99,
-                max_ns: latency.max,
-            },
+            lookups: latency.count,
+            lookup_p50_ms: ms.p50,
+            lookup_p95_ms: ms.p95,
+            lookup_p99_ms: ms.p99,
+            lookup_max_ms: ms.max,
+            lookup_mean_ms: ms.mean,
         }
     }
 }
@@ -120,5 +144,21 @@ mod tests {
         Stats::count(&stats.misses);
         let snapshot = stats.snapshot();
         assert_eq!(snapshot.hit_rate, 0.5);
+    }
+
+    #[test]
+    fn snapshot_reports_lookup_latency_in_milliseconds_and_round_trips() {
+        let stats = Stats::default();
+        for nanos in [1_000, 3_000] {
+            stats.record_latency(nanos);
+        }
+        let snapshot = stats.snapshot();
+        assert_eq!(snapshot.lookups, 2);
+        assert_eq!(snapshot.lookup_max_ms, 0.003);
+        assert_eq!(snapshot.lookup_mean_ms, 0.002);
+        let json = serde_json::to_value(snapshot).unwrap();
+        assert_eq!(json["lookup_max_ms"], 0.003);
+        let back: CacheSnapshot = serde_json::from_value(json).unwrap();
+        assert_eq!(back, snapshot);
     }
 }

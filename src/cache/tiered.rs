@@ -222,7 +222,7 @@ impl TieredBackend {
         };
         let copy = Entry {
             value: entry.value.clone(),
-            meta: cut(entry.meta, now_ms(), self.shared.l1_ttl),
+            meta: meta_within_ttl(entry.meta, now_ms(), self.shared.l1_ttl),
             tags: tags.into_iter().zip(epochs).collect(),
         };
         let _ = coherence.l1.set(key, copy).await;
@@ -614,7 +614,7 @@ fn channel(namespace: &str) -> String {
 
 /// `meta` with every window ending by `now + ttl`; a cut fresh window loses its compute
 /// time, so the copy does not trigger early refresh.
-fn cut(meta: EntryMeta, now: u64, ttl: Duration) -> EntryMeta {
+fn meta_within_ttl(meta: EntryMeta, now: u64, ttl: Duration) -> EntryMeta {
     let limit = now.saturating_add(ttl.as_millis() as u64);
     EntryMeta {
         fresh_until: meta.fresh_until.min(limit),
@@ -646,10 +646,10 @@ mod tests {
             stale_if_error_until: 100_000,
             compute_ms: 20,
         };
-        let cut_meta = cut(meta, 1_000, Duration::from_secs(30));
+        let cut_meta = meta_within_ttl(meta, 1_000, Duration::from_secs(30));
         assert_eq!(cut_meta.expires_at(), 31_000);
         assert_eq!(cut_meta.compute_ms, 0);
-        let short = cut(meta, 90_000, Duration::from_secs(30));
+        let short = meta_within_ttl(meta, 90_000, Duration::from_secs(30));
         assert_eq!(short.fresh_until, 100_000);
         assert_eq!(short.stale_while_revalidate_until, 120_000);
         assert_eq!(short.compute_ms, 20);

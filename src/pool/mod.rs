@@ -85,7 +85,10 @@ mod redis;
 pub mod diagnostics;
 
 #[doc(inline)]
-pub use self::{error::Error, stats::PoolStats};
+pub use self::{
+    error::Error,
+    stats::{PoolSnapshot, PoolStats},
+};
 
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 #[doc(inline)]

@@ -133,8 +133,6 @@ pub(crate) struct SingleGcra {
     /// `burst × interval` (µs).
     pub(crate) tolerance: u64,
     pub(crate) burst: u32,
-    /// `⌊(2⁶⁴ − 1) / interval⌋`, to divide by the interval with a multiplication.
-    reciprocal: u64,
 }
 
 impl SingleGcra {
@@ -144,20 +142,17 @@ impl SingleGcra {
             interval,
             tolerance: u64::from(quota.burst()) * interval,
             burst: quota.burst(),
-            reciprocal: u64::MAX / interval,
         }
     }
 
-    /// `n / interval` without a division instruction (tens of cycles on common CPUs): the
-    /// product with the reciprocal is the quotient or one less, for any `n` below 2⁶³.
+    /// How many whole intervals `n` µs hold: the requests a quota has left.
+    ///
+    /// A plain division: dividing by a precomputed reciprocal instead saved no instruction
+    /// per decision and under 2 ns on the benches' machine (BENCHMARKS.md, "Fast header
+    /// values and keys"), so it was not worth its own proof.
     #[inline]
     fn per_interval(&self, n: u64) -> u64 {
-        let q = ((u128::from(n) * u128::from(self.reciprocal)) >> 64) as u64;
-        if n - q * self.interval >= self.interval {
-            q + 1
-        } else {
-            q
-        }
+        n / self.interval
     }
 }
 
@@ -549,12 +544,11 @@ mod tests {
     }
 
     #[test]
-    fn dividing_by_the_interval_with_its_reciprocal_is_exact() {
+    fn dividing_by_the_interval_is_exact() {
         for interval in [1, 2, 3, 7, 1000, 999_983, 86_400_000_000, (1 << 52) - 1] {
             let quota = Quota::new(1, std::time::Duration::from_millis(1)).unwrap();
             let gcra = SingleGcra {
                 interval,
-                reciprocal: u64::MAX / interval,
                 ..SingleGcra::new(&quota)
             };
             for n in [

@@ -1,16 +1,16 @@
-//! The rate-limit response headers, built without `format!`.
+//! The rate-limit response headers, built without `format!` from the pieces in
+//! [`crate::short_text`].
 
-use std::{
-    cell::RefCell,
-    ops::Range,
-    sync::{Arc, OnceLock},
-    time::Duration,
-};
+use std::{ops::Range, sync::Arc, time::Duration};
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, header::RETRY_AFTER};
 
 use super::{Decision, Policy};
+use crate::short_text::{
+    MAX_U64_DIGITS, SMALL_INTS, ascii_value as value, bytes_from_thread_buffer, int_value as int,
+    push_int as put_int,
+};
 
 /// Which rate-limit header families the layer writes; see the [module docs](super#headers).
 ///
@@ -169,7 +169,7 @@ impl Stamp {
                 .filter(|limit| limit.count == self.limit)
                 .map_or_else(|| int(u64::from(self.limit)), |limit| limit.value.clone());
             let remaining = match &field {
-                Some((field, digits)) if self.remaining as usize >= SMALL => {
+                Some((field, digits)) if u64::from(self.remaining) >= SMALL_INTS => {
                     value(field.slice(digits.clone()))
                 }
                 _ => int(u64::from(self.remaining)),
@@ -246,91 +246,9 @@ pub(super) fn retry_after_secs(decision: &Decision) -> u64 {
     ceil_secs(decision.retry_after.unwrap_or(decision.reset)).max(1)
 }
 
-/// Values below this come from a table built once, so the usual header values cost no
-/// allocation and no reference count.
-const SMALL: usize = 1024;
-
-/// A decimal header value.
-pub(super) fn int(n: u64) -> HeaderValue {
-    static TABLE: OnceLock<Box<[HeaderValue]>> = OnceLock::new();
-    match usize::try_from(n) {
-        Ok(small) if small < SMALL => TABLE.get_or_init(small_ints)[small].clone(),
-        _ => value(cut(MAX_U64_DIGITS, |out| put_int(out, n))),
-    }
-}
-
-/// `0` to `1023` as values over one string that lives as long as the process (about 3 KiB,
-/// made once), so that each is static: cloning one copies a pointer.
-fn small_ints() -> Box<[HeaderValue]> {
-    let mut digits = String::with_capacity(4 * SMALL);
-    let mut ends = Vec::with_capacity(SMALL);
-    for n in 0..SMALL {
-        digits.push_str(itoa::Buffer::new().format(n));
-        ends.push(digits.len());
-    }
-    let digits: &'static str = Box::leak(digits.into_boxed_str());
-    let mut start = 0;
-    ends.into_iter()
-        .map(|end| {
-            let value = HeaderValue::from_static(&digits[start..end]);
-            start = end;
-            value
-        })
-        .collect()
-}
-
-/// The most digits of a `u64`.
-const MAX_U64_DIGITS: usize = 20;
-
 /// What an item name adds to the policy name at most: the quotes, the quota's position
 /// (`.3`) and `;r=`.
 const ITEM_OVERHEAD: usize = 7;
-
-/// The size of the buffers [`cut`] writes into: a few dozen header values each.
-const CHUNK: usize = 2048;
-
-thread_local! {
-    /// The buffer this thread's header values are cut from.
-    static CHUNKS: RefCell<BytesMut> = RefCell::new(BytesMut::new());
-}
-
-/// The bytes of a header value of at most `max_len` bytes, written by `write`.
-///
-/// Per-request values are cut from a buffer of [`CHUNK`] bytes that the thread shares
-/// between them, instead of allocating each: a value holds a reference to its buffer,
-/// which is freed when the last value cut from it is dropped.
-fn cut(max_len: usize, write: impl FnOnce(&mut BytesMut)) -> Bytes {
-    let mut write = Some(write);
-    CHUNKS
-        .try_with(|chunk| {
-            let mut chunk = chunk.try_borrow_mut().ok()?;
-            if chunk.capacity() - chunk.len() < max_len {
-                *chunk = BytesMut::with_capacity(CHUNK.max(max_len));
-            }
-            (write.take()?)(&mut chunk);
-            Some(chunk.split().freeze())
-        })
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| {
-            // The thread is shutting down: a buffer of its own.
-            let mut out = BytesMut::with_capacity(max_len);
-            if let Some(write) = write {
-                write(&mut out);
-            }
-            out.freeze()
-        })
-}
-
-/// Everything written is visible ASCII or a space, so the value is always valid.
-fn value(bytes: Bytes) -> HeaderValue {
-    HeaderValue::from_maybe_shared(bytes).unwrap_or_else(|_| HeaderValue::from_static(""))
-}
-
-#[inline]
-fn put_int(out: &mut BytesMut, n: u64) {
-    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-}
 
 /// `"name";q=100;w=60` for each quota of the policy; with several quotas each item is
 /// named after the policy and the quota's position, `"name.0"`, `"name.1"`.
@@ -359,7 +277,7 @@ fn ratelimit_field(
 ) -> (Bytes, Range<usize>) {
     const REST: usize = 10 + b";t=".len() + MAX_U64_DIGITS + b";pk=:".len() + 12 + 1;
     let mut digits = 0..0;
-    let field = cut(item_len + REST, |out| {
+    let field = bytes_from_thread_buffer(item_len + REST, |out| {
         item(out);
         digits.start = out.len();
         put_int(out, u64::from(stamp.remaining));
@@ -448,13 +366,6 @@ mod tests {
     }
 
     #[test]
-    fn integers_from_the_table_and_beyond() {
-        for n in [0, 1, 9, 10, 999, 1023, 1024, 65_536, u64::MAX] {
-            assert_eq!(int(n).to_str().unwrap(), n.to_string());
-        }
-    }
-
-    #[test]
     fn base64_matches_the_standard_alphabet_and_padding() {
         let cases = [
             (0xfbff_0001_0203_0405, "+/8AAQIDBAU="),
@@ -466,23 +377,6 @@ mod tests {
         for (n, expected) in cases {
             assert_eq!(&base64_u64(n), expected.as_bytes());
         }
-    }
-
-    #[test]
-    fn values_cut_from_shared_buffers_stay_intact() {
-        // Enough values to fill several buffers, all alive at once, then dropped.
-        let values: Vec<(u64, HeaderValue)> = (0..1000u64)
-            .map(|i| {
-                let n = u64::MAX - i * 7_919_000_000_007;
-                (n, int(n))
-            })
-            .collect();
-        for (n, value) in &values {
-            assert_eq!(value.to_str().unwrap(), n.to_string());
-        }
-        let long = cut(3 * CHUNK, |out| out.extend_from_slice(&[b'x'; 3 * CHUNK]));
-        assert_eq!(long.len(), 3 * CHUNK);
-        assert_eq!(int(1 << 40), "1099511627776");
     }
 
     #[test]

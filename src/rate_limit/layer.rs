@@ -12,8 +12,8 @@ use ipnet::IpNet;
 use tower_layer::Layer;
 
 use super::{
-    ClientIp, Key, MemoryStore, PeerIp, Policy, Quota, RateLimit, RateLimitCounters,
-    RateLimitHeaders, Store, headers::PolicyHeaders, key::canonical_net,
+    ClientIp, Key, MemoryStore, PeerIp, Policy, Quota, RateLimit, RateLimitHeaders, RateLimitStats,
+    Store, headers::PolicyHeaders, key::canonical_net,
 };
 use crate::{EnvError, log_gate::LogGate};
 
@@ -112,7 +112,7 @@ impl Default for MissingKey {
 /// What every service built from one layer shares at run time.
 #[derive(Debug)]
 pub(super) struct State {
-    pub(super) counters: Arc<RateLimitCounters>,
+    pub(super) counters: Arc<RateLimitStats>,
     /// Whether the missing-key error was logged.
     pub(super) missing_reported: AtomicBool,
     /// When the layer was built: the origin of its log gates' time.
@@ -295,7 +295,7 @@ impl<K, R, C> RateLimitLayer<K, R, C> {
     }
 
     /// The counters of every service built from this layer and its clones.
-    pub fn counters(&self) -> Arc<RateLimitCounters> {
+    pub fn counters(&self) -> Arc<RateLimitStats> {
         self.config.state.counters.clone()
     }
 

@@ -149,7 +149,7 @@
 //!
 //! # Counters
 //!
-//! [`RateLimitLayer::counters`] gives [`RateLimitCounters`]: allowed, refused,
+//! [`RateLimitLayer::counters`] gives [`RateLimitStats`]: allowed, refused,
 //! shadow-refused, exempt, allow-listed, missing-key, store errors and fallback decisions,
 //! as a serializable [`RateLimitSnapshot`].
 //!
@@ -183,9 +183,13 @@ pub use self::{
     policy::{MAX_QUOTAS, Policy},
     quota::Quota,
     service::RateLimit,
-    stats::{RateLimitCounters, RateLimitSnapshot},
+    stats::{RateLimitSnapshot, RateLimitStats},
     store::{Check, Decision, MemoryStore, MemoryStoreBuilder, Source, Store},
 };
+
+#[doc(inline)]
+#[allow(deprecated)]
+pub use self::stats::RateLimitCounters;
 
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]

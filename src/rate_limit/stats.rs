@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 /// Get one with [`RateLimitLayer::counters`](super::RateLimitLayer::counters); read it with
 /// [`snapshot`](Self::snapshot).
 #[derive(Debug, Default)]
-pub struct RateLimitCounters {
+pub struct RateLimitStats {
     allowed: AtomicU64,
     refused: AtomicU64,
     shadow_refused: AtomicU64,
@@ -21,7 +21,11 @@ pub struct RateLimitCounters {
     fallback: AtomicU64,
 }
 
-/// The counters of a [`RateLimitCounters`] at one moment.
+/// The former name of [`RateLimitStats`].
+#[deprecated(since = "0.1.0", note = "renamed to `RateLimitStats`")]
+pub type RateLimitCounters = RateLimitStats;
+
+/// The counters of a [`RateLimitStats`] at one moment.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct RateLimitSnapshot {
@@ -44,7 +48,7 @@ pub struct RateLimitSnapshot {
     pub fallback: u64,
 }
 
-/// What happened to one request, for [`RateLimitCounters::count`].
+/// What happened to one request, for [`RateLimitStats::count`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Event {
     Allowed,
@@ -57,7 +61,7 @@ pub(super) enum Event {
     Fallback,
 }
 
-impl RateLimitCounters {
+impl RateLimitStats {
     #[inline]
     pub(super) fn count(&self, event: Event) {
         let counter = match event {
@@ -94,7 +98,7 @@ mod tests {
 
     #[test]
     fn counters_snapshot_and_serialize() {
-        let counters = RateLimitCounters::default();
+        let counters = RateLimitStats::default();
         counters.count(Event::Allowed);
         counters.count(Event::Allowed);
         counters.count(Event::Refused);
@@ -106,5 +110,7 @@ mod tests {
         let json = serde_json::to_value(snapshot).unwrap();
         assert_eq!(json["allowed"], 2);
         assert_eq!(json["shadow_refused"], 0);
+        let back: RateLimitSnapshot = serde_json::from_value(json).unwrap();
+        assert_eq!(back, snapshot);
     }
 }

@@ -13,6 +13,8 @@ pub(super) struct Config {
     pub(super) server_timing: bool,
     pub(super) measure_body: bool,
     pub(super) slow_threshold: Option<Duration>,
+    /// This layer's own bound on distinct routes, below the statistics' bound.
+    pub(super) max_routes: usize,
 }
 
 impl Config {
@@ -20,6 +22,7 @@ impl Config {
         server_timing: false,
         measure_body: false,
         slow_threshold: Some(DEFAULT_SLOW_THRESHOLD),
+        max_routes: usize::MAX,
     };
 }
 
@@ -104,18 +107,28 @@ impl<R> TimingLayer<R> {
         self.slow_threshold(None)
     }
 
-    /// The most distinct route labels the statistics keep; further labels are counted
-    /// under [`OTHER_ROUTE`](super::OTHER_ROUTE).
+    /// The most distinct route labels this layer adds to its statistics; requests with
+    /// further labels are counted under [`OTHER_ROUTE`](super::OTHER_ROUTE).
     ///
-    /// This sets the bound of this layer's [`TimingStats`], which is shared with every
-    /// layer using it; routes already known stay. The route table of a [`TimingStats`] is
-    /// sized when it is created (for at least 1024 routes): for a higher bound, create it
-    /// with [`TimingStats::with_max_routes`] and pass it to [`TimingLayer::with_stats`].
+    /// The bound of a [`TimingStats`] is fixed when it is created
+    /// ([`TimingStats::with_max_routes`], 256 by default), and this call never changes the
+    /// bound of statistics another layer or handle shares:
     ///
-    /// Defaults to 256.
+    /// - on a layer whose statistics nothing else holds yet (made by [`TimingLayer::new`],
+    ///   before [`stats`](Self::stats) is called or the layer cloned), it replaces them with
+    ///   new, empty `TimingStats::with_max_routes(max_routes)`;
+    /// - otherwise, this layer alone stops adding routes once the statistics hold
+    ///   `max_routes`, and can never exceed their own bound; other layers sharing them are
+    ///   not affected.
+    ///
+    /// To share one bound between layers, create the statistics with
+    /// [`TimingStats::with_max_routes`] and pass them to [`TimingLayer::with_stats`].
     #[must_use]
-    pub fn max_routes(self, max_routes: usize) -> Self {
-        self.stats.set_max_routes(max_routes);
+    pub fn max_routes(mut self, max_routes: usize) -> Self {
+        if self.stats.is_unshared() {
+            self.stats = TimingStats::with_max_routes(max_routes);
+        }
+        self.config.max_routes = max_routes;
         self
     }
 

@@ -109,8 +109,10 @@
 //!    before routing and sees no `MatchedPath`),
 //! 3. otherwise [`OTHER_ROUTE`] (`"other"`).
 //!
-//! At most [`max_routes`](TimingLayer::max_routes) distinct labels (256 by default) are
-//! kept; requests with further labels are counted under [`OTHER_ROUTE`].
+//! At most [`TimingStats::max_routes`] distinct labels (256 by default, fixed when the
+//! statistics are created with [`TimingStats::with_max_routes`]) are kept; requests with
+//! further labels are counted under [`OTHER_ROUTE`]. [`TimingLayer::max_routes`] sets a
+//! lower bound for one layer without changing the statistics other layers share.
 //!
 //! # Statistics
 //!

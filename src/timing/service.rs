@@ -89,9 +89,10 @@ where
     #[inline]
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let start = Instant::now();
-        let entry = self
-            .stats
-            .entry(route::resolve(&self.route_label, &request));
+        let entry = self.stats.entry(
+            route::resolve(&self.route_label, &request),
+            self.config.max_routes,
+        );
         let recording = Recording {
             entry,
             method: request.method().clone(),

@@ -12,7 +12,7 @@ use http::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::histogram::{Histogram, HistogramSnapshot};
+use crate::histogram::{Histogram, Unit};
 
 /// The label of requests without a route label, and of labels beyond the route bound.
 pub const OTHER_ROUTE: &str = "other";
@@ -55,7 +55,8 @@ struct Shared {
     insert: Mutex<()>,
     /// Number of entries in the chains; only changed while `insert` is held.
     len: AtomicUsize,
-    max_routes: AtomicUsize,
+    /// Fixed when the statistics are created: a layer's own bound can only be lower.
+    max_routes: usize,
     other: Arc<RouteEntry>,
 }
 
@@ -69,12 +70,11 @@ impl TimingStats {
     /// [`OTHER_ROUTE`] for the rest. With `0`, every request counts under
     /// [`OTHER_ROUTE`].
     ///
-    /// The route table is sized for the larger of `max_routes` and 1024 routes; prefer this
-    /// constructor over [`TimingLayer::max_routes`](super::TimingLayer::max_routes) for
-    /// bounds above 1024.
+    /// The bound is fixed for the life of the statistics and holds for every layer that
+    /// records into them; [`TimingLayer::max_routes`](super::TimingLayer::max_routes) can
+    /// only set a lower bound for one layer.
     pub fn with_max_routes(max_routes: usize) -> Self {
-        // At most about one route per bucket up to the bound (or 1024 routes, should the
-        // bound later be raised with `TimingLayer::max_routes`).
+        // At most about one route per bucket up to the bound, and at least 1024 buckets.
         let buckets = max_routes
             .clamp(MIN_BUCKETS, MAX_BUCKETS)
             .next_power_of_two();
@@ -83,21 +83,20 @@ impl TimingStats {
                 buckets: (0..buckets).map(|_| OnceLock::new()).collect(),
                 insert: Mutex::new(()),
                 len: AtomicUsize::new(0),
-                max_routes: AtomicUsize::new(max_routes),
+                max_routes,
                 other: Arc::new(RouteEntry::new(Box::from(OTHER_ROUTE))),
             }),
         }
     }
 
-    /// The bound on distinct route labels.
+    /// The bound on distinct route labels, set when the statistics were created.
     pub fn max_routes(&self) -> usize {
-        self.shared.max_routes.load(Relaxed)
+        self.shared.max_routes
     }
 
-    /// Changes the bound on distinct route labels. Routes already known stay; new labels
-    /// are pooled under [`OTHER_ROUTE`] while the table holds `max_routes` or more.
-    pub(super) fn set_max_routes(&self, max_routes: usize) {
-        self.shared.max_routes.store(max_routes, Relaxed);
+    /// Whether this handle is the only one: no clone, layer or service shares it.
+    pub(super) fn is_unshared(&self) -> bool {
+        Arc::strong_count(&self.shared) == 1
     }
 
     /// A snapshot of every route that has recorded at least one request, sorted by route.
@@ -132,20 +131,21 @@ impl TimingStats {
     }
 
     /// The statistics entry for a route label: the label's own entry, a new one if the
-    /// bound allows it, or the shared [`OTHER_ROUTE`] entry.
+    /// table holds fewer than `max_routes` (and than the statistics' own bound), or the
+    /// shared [`OTHER_ROUTE`] entry.
     #[inline]
-    pub(super) fn entry(&self, label: Option<&str>) -> Arc<RouteEntry> {
+    pub(super) fn entry(&self, label: Option<&str>, max_routes: usize) -> Arc<RouteEntry> {
         match label {
-            Some(label) if label != OTHER_ROUTE => self.labelled(label),
+            Some(label) if label != OTHER_ROUTE => self.labelled(label, max_routes),
             _ => self.shared.other.clone(),
         }
     }
 
     /// The entry of a route label other than [`OTHER_ROUTE`].
-    fn labelled(&self, label: &str) -> Arc<RouteEntry> {
+    fn labelled(&self, label: &str, max_routes: usize) -> Arc<RouteEntry> {
         match self.find(label) {
             Ok(entry) => entry.clone(),
-            Err(_) => self.insert(label),
+            Err(_) => self.insert(label, max_routes.min(self.max_routes())),
         }
     }
 
@@ -166,10 +166,10 @@ impl TimingStats {
     }
 
     #[cold]
-    fn insert(&self, label: &str) -> Arc<RouteEntry> {
+    fn insert(&self, label: &str, max_routes: usize) -> Arc<RouteEntry> {
         let shared = &*self.shared;
         // Once the table is full, unknown labels never take the mutex.
-        if shared.len.load(Relaxed) >= self.max_routes() {
+        if shared.len.load(Relaxed) >= max_routes {
             return shared.other.clone();
         }
         // The guarded data is `()`: a panic while it was held leaves nothing inconsistent.
@@ -178,7 +178,7 @@ impl TimingStats {
             Ok(entry) => return entry.clone(),
             Err(link) => link,
         };
-        if shared.len.load(Relaxed) >= self.max_routes() {
+        if shared.len.load(Relaxed) >= max_routes {
             return shared.other.clone();
         }
         let entry = Arc::new(RouteEntry::new(Box::from(label)));
@@ -260,32 +260,26 @@ impl RouteEntry {
             method = %method,
             route = &*self.name,
             status = status.as_u16(),
-            duration_ms = micros_to_ms(micros),
+            duration_ms = micros as f64 / 1000.0,
             "slow request"
         );
     }
 
     fn snapshot(&self) -> Option<RouteSnapshot> {
-        let HistogramSnapshot {
-            count,
-            sum,
-            max,
-            p50,
-            p95,
-            p99,
-        } = self.histogram.snapshot();
-        if count == 0 {
+        let histogram = self.histogram.snapshot();
+        if histogram.count == 0 {
             return None;
         }
+        let ms = histogram.millis(Unit::Micros);
         Some(RouteSnapshot {
             route: String::from(&*self.name),
-            count,
+            count: histogram.count,
             server_errors: self.server_errors.load(Relaxed),
-            p50_ms: micros_to_ms(p50),
-            p95_ms: micros_to_ms(p95),
-            p99_ms: micros_to_ms(p99),
-            max_ms: micros_to_ms(max),
-            mean_ms: sum as f64 / count as f64 / 1000.0,
+            p50_ms: ms.p50,
+            p95_ms: ms.p95,
+            p99_ms: ms.p99,
+            max_ms: ms.max,
+            mean_ms: ms.mean,
         })
     }
 
@@ -293,10 +287,6 @@ impl RouteEntry {
         self.histogram.reset();
         self.server_errors.store(0, Relaxed);
     }
-}
-
-fn micros_to_ms(micros: u64) -> f64 {
-    micros as f64 / 1000.0
 }
 
 /// What a request records when it completes: its route, method and start time.

@@ -22,8 +22,9 @@ use tracing_subscriber::{layer::SubscriberExt, registry::Registry};
 
 use super::{
     OTHER_ROUTE, ResponseFuture, RouteSnapshot, Timing, TimingBody, TimingLayer, TimingSnapshot,
-    TimingStats, future::Millis,
+    TimingStats,
 };
+use crate::short_text::Millis;
 
 /// A handler that waits for the duration in the request body, then answers `200`.
 async fn sleep_for(request: Request<Duration>) -> Result<Response<String>, Infallible> {
@@ -685,6 +686,49 @@ async fn max_routes_bounds_distinct_labels() {
 }
 
 #[tokio::test]
+async fn max_routes_on_one_layer_leaves_shared_stats_alone() {
+    let stats = TimingStats::with_max_routes(10);
+    let label = |request: &Request<&'static str>| Some(*request.body());
+    let bounded = TimingLayer::with_stats(stats.clone())
+        .max_routes(1)
+        .route_fn(label);
+    let unbounded = TimingLayer::with_stats(stats.clone()).route_fn(label);
+    assert_eq!(
+        stats.max_routes(),
+        10,
+        "the shared bound is fixed at creation"
+    );
+    assert_eq!(unbounded.stats().max_routes(), 10);
+
+    let respond =
+        |_: Request<&'static str>| async { Ok::<_, Infallible>(Response::new(String::new())) };
+    let bounded = ServiceBuilder::new().layer(bounded).service_fn(respond);
+    let unbounded = ServiceBuilder::new().layer(unbounded).service_fn(respond);
+    for path in ["/a", "/b"] {
+        bounded.clone().oneshot(Request::new(path)).await.unwrap();
+    }
+    for path in ["/c", "/d", "/b"] {
+        unbounded.clone().oneshot(Request::new(path)).await.unwrap();
+    }
+    let snapshot = stats.snapshot();
+    let routes: Vec<&str> = snapshot.routes.iter().map(|r| r.route.as_str()).collect();
+    assert_eq!(routes, ["/a", "/b", "/c", "/d", OTHER_ROUTE]);
+    assert_eq!(
+        snapshot.route("/b").unwrap().count,
+        1,
+        "only the unbounded layer added /b"
+    );
+    assert_eq!(snapshot.route(OTHER_ROUTE).unwrap().count, 1);
+
+    // A layer whose statistics nobody holds yet gets its own, bounded ones.
+    let own = TimingLayer::new().max_routes(3);
+    assert_eq!(own.stats().max_routes(), 3);
+    // Once they are shared, the bound stays theirs.
+    let shared = own.clone().max_routes(2);
+    assert_eq!(shared.stats().max_routes(), 3);
+}
+
+#[tokio::test]
 async fn zero_max_routes_counts_everything_as_other() {
     let stats = TimingStats::with_max_routes(0);
     let service = ServiceBuilder::new()
@@ -700,7 +744,7 @@ fn many_routes_each_counted() {
     let labels: Vec<String> = (0..3_000).map(|i| format!("/r/{i}")).collect();
     for round in 0..3 {
         for label in &labels[..labels.len() - round * 1_000] {
-            stats.entry(Some(label)).record(
+            stats.entry(Some(label), usize::MAX).record(
                 Duration::from_millis(1),
                 StatusCode::OK,
                 &http::Method::GET,
@@ -725,7 +769,7 @@ fn concurrent_recording_is_exact_and_bounded() {
             std::thread::spawn(move || {
                 for i in 0..10_000u64 {
                     let label = format!("/t/{}", (i + thread) % 100);
-                    stats.entry(Some(&label)).record(
+                    stats.entry(Some(&label), usize::MAX).record(
                         Duration::from_micros(i),
                         StatusCode::OK,
                         &http::Method::GET,

@@ -1,10 +1,12 @@
-//! Namespacing and hashing of keys, prefixes and tags.
+//! [`Namespace`]: the storage forms of one cache's keys, prefixes and tags (namespaced,
+//! and hashed when long or odd).
 
-use std::{cell::RefCell, fmt::Write as _, sync::Arc};
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
 use super::backend::{Key, KeyPrefix, Tag};
+use crate::short_text::{push_hex, with_scratch};
 
 /// Longest readable part kept in a storage key; longer keys are hashed.
 pub(crate) const MAX_READABLE: usize = 200;
@@ -86,32 +88,19 @@ impl Namespace {
     }
 }
 
-thread_local! {
-    // Keys are built on every lookup: assembling them here leaves one allocation, the
-    // shared string itself.
-    static SCRATCH: RefCell<String> = const { RefCell::new(String::new()) };
-}
-
 /// `prefix` + `name` when `name` is short and safe; otherwise `prefix`, the safe leading
 /// part of `name`, `#` and 128 bits of the SHA-256 of `name` in hex.
 fn storage(prefix: &str, name: &str) -> Arc<str> {
     let readable = readable_len(name);
-    SCRATCH.with_borrow_mut(|out| {
-        out.clear();
+    with_scratch(|out| {
         out.push_str(prefix);
         out.push_str(&name[..readable]);
         if readable < name.len() {
             let digest = Sha256::digest(name.as_bytes());
             out.push('#');
-            for byte in &digest[..16] {
-                let _ = write!(out, "{byte:02x}");
-            }
+            push_hex(out, &digest[..16]);
         }
-        let shared = Arc::from(out.as_str());
-        if out.capacity() > 4096 {
-            *out = String::new();
-        }
-        shared
+        Arc::from(out.as_str())
     })
 }
 
