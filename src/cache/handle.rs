@@ -5,7 +5,7 @@ use std::{any::type_name, fmt, future::Future, sync::Arc, time::Duration};
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::task::JoinSet;
 
-use crate::log_gate::LogGate;
+use crate::log_gate::{LOG_INTERVAL, LogGate};
 
 use super::{
     CacheBuilder,
@@ -17,7 +17,7 @@ use super::{
     flight::{Flights, Join, Leader, Outcome},
     namespace::Namespace,
     options::EntryOptions,
-    stats::{CacheSnapshot, LOG_INTERVAL, Stats},
+    stats::{CacheSnapshot, Stats},
 };
 
 /// What a cached value must be: serde both ways (for remote backends), cloneable (a hit

@@ -6,14 +6,16 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use redis::{Script, aio::ConnectionManager};
 
-use crate::{breaker::Breaker, log_gate::LogGate};
+use crate::{
+    breaker::Breaker,
+    log_gate::{LOG_INTERVAL, LogGate},
+};
 
 use super::{
     backend::{
         Backend, Decoder, Entry, EntryMeta, Epoch, Key, KeyPrefix, Tag, TagEpoch, Value, now_ms,
     },
     error::BackendError,
-    stats::LOG_INTERVAL,
 };
 use crate::pool::RedisHandle;
 

@@ -1,9 +1,6 @@
-//! Counters, the latency histogram and the pace of failure logs.
+//! Counters and the latency histogram.
 
-use std::{
-    sync::atomic::{AtomicU64, Ordering::Relaxed},
-    time::Duration,
-};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use serde::{Deserialize, Serialize};
 
@@ -127,9 +124,6 @@ impl Stats {
         }
     }
 }
-
-/// Interval between two log lines of one kind of cache failure.
-pub(crate) const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 #[cfg(test)]
 mod tests {

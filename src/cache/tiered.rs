@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use futures_core::Stream;
 use tokio::{sync::Notify, task::JoinHandle};
 
-use crate::log_gate::LogGate;
+use crate::log_gate::{LOG_INTERVAL, LogGate};
 
 use super::{
     backend::{
@@ -29,7 +29,6 @@ use super::{
     error::BackendError,
     memory::MemoryBackend,
     redis::{Message, RedisBackend},
-    stats::LOG_INTERVAL,
 };
 
 /// Default for [`TieredBackendBuilder::l1_ttl`].

@@ -15,13 +15,13 @@ use super::{
     ClientIp, Key, MemoryStore, PeerIp, Policy, Quota, RateLimit, RateLimitHeaders, RateLimitStats,
     Store, headers::PolicyHeaders, key::canonical_net,
 };
-use crate::{EnvError, log_gate::LogGate};
+use crate::{
+    EnvError,
+    log_gate::{LOG_INTERVAL, LogGate},
+};
 
 /// The policy [`RateLimitLayer::from_env`] applies when neither variable is set.
 pub const DEFAULT_RATE_LIMIT: &str = "100/minute";
-
-/// How often at most the layer logs store errors and shadow-mode refusals.
-const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The policy a request is decided under; see [`RateLimitLayer::per_route`].
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use hashbrown::{DefaultHashBuilder, HashTable};
 
 use super::{Check, Decision, Key, Source, Store};
 use crate::{
-    log_gate::LogGate,
+    log_gate::{LOG_INTERVAL, LogGate},
     rate_limit::{
         algorithm::{self, Slot},
         clock::{Clock, SystemClock},
@@ -21,8 +21,6 @@ use crate::{
 const DEFAULT_MAX_KEYS: usize = 100_000;
 /// Fewest keys per shard.
 const MIN_SHARD_KEYS: usize = 8;
-/// Shortest time between two warnings about live keys evicted.
-const EVICTION_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// A [`Store`] in the process's memory: sharded, with a fixed size per key and a bound on the
 /// number of keys.
@@ -187,7 +185,7 @@ impl MemoryStoreBuilder {
                 hasher: DefaultHashBuilder::default(),
                 clock: self.clock,
                 system_clock: SystemClock::new(),
-                eviction_log: LogGate::new(EVICTION_LOG_INTERVAL),
+                eviction_log: LogGate::new(LOG_INTERVAL),
             }),
         }
     }
