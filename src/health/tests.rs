@@ -1,6 +1,6 @@
 use std::{
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -11,8 +11,13 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use tokio::time::Instant;
 use tower::ServiceExt;
+use tracing::Level;
 
 use super::{report::rfc3339, *};
+
+#[path = "../../tests/support/capture.rs"]
+mod capture;
+use capture::{Capture, Captured, Value};
 
 /// What the closures of the test checks return.
 type Ready = std::future::Ready<Result<(), CheckError>>;
@@ -492,38 +497,18 @@ async fn probes_never_wait_for_a_running_check() {
 
 // ===== transitions are logged once =====
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn take(&self) -> String {
-        String::from_utf8(std::mem::take(&mut *self.0.lock().unwrap())).unwrap()
-    }
+/// The events at INFO and above captured since the last call.
+fn logged(capture: &Capture) -> Vec<Captured> {
+    capture
+        .take()
+        .into_iter()
+        .filter(|event| event.level <= Level::INFO)
+        .collect()
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn status_changes_are_logged_once() {
-    let logs = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .with_ansi(false)
-        .with_writer({
-            let logs = logs.clone();
-            move || logs.clone()
-        })
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (capture, _guard) = Capture::install();
 
     let healthy = Arc::new(AtomicBool::new(true));
     let monitor = HealthMonitor::builder()
@@ -531,25 +516,28 @@ async fn status_changes_are_logged_once() {
         .build();
     monitor.refresh().await;
     monitor.refresh().await;
-    assert_eq!(logs.take(), "", "a passing check is not logged at INFO");
+    assert!(
+        logged(&capture).is_empty(),
+        "a passing check is not logged at INFO"
+    );
 
     healthy.store(false, Ordering::SeqCst);
     monitor.refresh().await;
     monitor.refresh().await;
-    let failing = logs.take();
-    assert_eq!(failing.lines().count(), 1, "{failing}");
-    assert!(failing.contains("WARN"), "{failing}");
-    assert!(failing.contains("health check failing"), "{failing}");
-    assert!(failing.contains("check=\"database\""), "{failing}");
-    assert!(failing.contains("switched off"), "{failing}");
+    let failing = logged(&capture);
+    assert_eq!(failing.len(), 1, "{failing:?}");
+    assert_eq!(failing[0].level, Level::WARN);
+    assert_eq!(failing[0].message(), "health check failing");
+    assert_eq!(failing[0].fields["check"], Value::Str("database".into()));
+    assert!(failing[0].text.contains("switched off"), "{failing:?}");
 
     healthy.store(true, Ordering::SeqCst);
     monitor.refresh().await;
     monitor.refresh().await;
-    let recovered = logs.take();
-    assert_eq!(recovered.lines().count(), 1, "{recovered}");
-    assert!(recovered.contains("INFO"), "{recovered}");
-    assert!(recovered.contains("health check recovered"), "{recovered}");
+    let recovered = logged(&capture);
+    assert_eq!(recovered.len(), 1, "{recovered:?}");
+    assert_eq!(recovered[0].level, Level::INFO);
+    assert_eq!(recovered[0].message(), "health check recovered");
 }
 
 // ===== the service =====

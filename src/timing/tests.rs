@@ -1,9 +1,7 @@
 use std::{
-    collections::HashMap,
     convert::Infallible,
     future::Future,
     pin::Pin,
-    sync::{Arc, Mutex},
     task::{Context, Poll, ready},
     time::Duration,
 };
@@ -14,17 +12,17 @@ use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use tokio::time::{Sleep, sleep};
 use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
-use tracing::{
-    Level,
-    field::{Field, Visit},
-};
-use tracing_subscriber::{layer::SubscriberExt, registry::Registry};
+use tracing::Level;
 
 use super::{
     OTHER_ROUTE, ResponseFuture, RouteSnapshot, Timing, TimingBody, TimingLayer, TimingSnapshot,
     TimingStats,
 };
 use crate::short_text::Millis;
+
+#[path = "../../tests/support/capture.rs"]
+mod capture;
+use capture::{Capture, Value};
 
 /// A handler that waits for the duration in the request body, then answers `200`.
 async fn sleep_for(request: Request<Duration>) -> Result<Response<String>, Infallible> {
@@ -159,72 +157,9 @@ async fn server_timing_appended_to_inner_value() {
 
 // ===== slow-request log =====
 
-/// One captured event: its level, message and fields.
-#[derive(Debug)]
-struct Captured {
-    level: Level,
-    target: String,
-    fields: HashMap<&'static str, Value>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-enum Value {
-    U64(u64),
-    F64(f64),
-    Str(String),
-}
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<Captured>>>);
-
-impl Capture {
-    fn events(&self) -> Vec<Captured> {
-        std::mem::take(&mut *self.0.lock().unwrap())
-    }
-}
-
-struct Fields<'a>(&'a mut HashMap<&'static str, Value>);
-
-impl Visit for Fields<'_> {
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        self.0.insert(field.name(), Value::U64(value));
-    }
-
-    fn record_f64(&mut self, field: &Field, value: f64) {
-        self.0.insert(field.name(), Value::F64(value));
-    }
-
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.insert(field.name(), Value::Str(value.to_owned()));
-    }
-
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.0
-            .insert(field.name(), Value::Str(format!("{value:?}")));
-    }
-}
-
-impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Capture {
-    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
-        let mut fields = HashMap::new();
-        event.record(&mut Fields(&mut fields));
-        self.0.lock().unwrap().push(Captured {
-            level: *event.metadata().level(),
-            target: event.metadata().target().to_owned(),
-            fields,
-        });
-    }
-}
-
-fn capture() -> (Capture, tracing::subscriber::DefaultGuard) {
-    let capture = Capture::default();
-    let guard = tracing::subscriber::set_default(Registry::default().with(capture.clone()));
-    (capture, guard)
-}
-
 #[tokio::test(start_paused = true)]
 async fn slow_request_logged_with_fields() {
-    let (capture, _guard) = capture();
+    let (capture, _guard) = Capture::install();
     let service = ServiceBuilder::new()
         .layer(TimingLayer::new().route_fn(|_: &Request<Duration>| Some("/reports/{id}")))
         .service_fn(|request: Request<Duration>| async move {
@@ -259,7 +194,7 @@ async fn slow_request_logged_with_fields() {
 
 #[tokio::test(start_paused = true)]
 async fn fast_request_not_logged() {
-    let (capture, _guard) = capture();
+    let (capture, _guard) = Capture::install();
     let service = ServiceBuilder::new()
         .layer(TimingLayer::new())
         .service_fn(sleep_for);
@@ -272,7 +207,7 @@ async fn fast_request_not_logged() {
 
 #[tokio::test(start_paused = true)]
 async fn threshold_is_inclusive_and_configurable() {
-    let (capture, _guard) = capture();
+    let (capture, _guard) = Capture::install();
     let layer = TimingLayer::new().slow_threshold(Duration::from_millis(50));
     let service = ServiceBuilder::new().layer(layer).service_fn(sleep_for);
     service
@@ -290,7 +225,7 @@ async fn threshold_is_inclusive_and_configurable() {
 
 #[tokio::test(start_paused = true)]
 async fn slow_log_can_be_disabled() {
-    let (capture, _guard) = capture();
+    let (capture, _guard) = Capture::install();
     for layer in [
         TimingLayer::new().slow_threshold(None),
         TimingLayer::new().no_slow_log(),
@@ -545,7 +480,7 @@ async fn streaming(_: Request<()>) -> Result<Response<DelayedBody>, Infallible> 
 
 #[tokio::test(start_paused = true)]
 async fn measure_body_records_stream_end() {
-    let (capture, _guard) = capture();
+    let (capture, _guard) = Capture::install();
     let layer = TimingLayer::new()
         .measure_body(true)
         .slow_threshold(Duration::from_millis(400));
