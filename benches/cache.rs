@@ -11,8 +11,8 @@
 //! - `cache_redis_hit` / `cache_tiered_hit`: a Redis-backend hit with two tags beside a raw
 //!   `GET` of the same bytes, and a tiered L1 hit beside a memory hit (`REDIS_URL` needed).
 //!
-//! Each group is one module of `benches/cache/` with `pub(crate) fn run(c, rt)`; adding a
-//! group is adding its name to the `groups!` line below.
+//! Each group is one module of `benches/cache/` with `pub(crate) fn run(c, rt)`, declared in
+//! the `cache` module below and called from `run_groups`.
 //!
 //! Run with `cargo bench --bench cache --all-features`.
 
@@ -21,20 +21,22 @@ mod support;
 use criterion::Criterion;
 use tokio::runtime::Runtime;
 
-macro_rules! groups {
-    ($($group:ident),* $(,)?) => {
-        mod cache {
-            pub(crate) mod records;
-            $(pub(crate) mod $group;)*
-        }
-
-        fn run_groups(c: &mut Criterion, rt: &Runtime) {
-            $(cache::$group::run(c, rt);)*
-        }
-    };
+mod cache {
+    pub(crate) mod codec;
+    pub(crate) mod hit;
+    pub(crate) mod invalidate;
+    pub(crate) mod records;
+    pub(crate) mod redis;
+    pub(crate) mod store;
 }
 
-groups!(hit, store, invalidate, codec, redis);
+fn run_groups(c: &mut Criterion, rt: &Runtime) {
+    cache::hit::run(c, rt);
+    cache::store::run(c, rt);
+    cache::invalidate::run(c, rt);
+    cache::codec::run(c, rt);
+    cache::redis::run(c, rt);
+}
 
 fn main() {
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -17,8 +17,9 @@
 //!
 //! Run with `cargo bench --all-features --bench rate_limit`.
 
-#[path = "rate_limit/layer.rs"]
-mod layer;
+mod rate_limit {
+    pub(crate) mod layer;
+}
 mod support;
 
 use std::{
@@ -263,7 +264,7 @@ fn main() {
     redis(&mut c);
     #[cfg(not(feature = "redis"))]
     println!("{REDIS}: skipped, the `redis` feature is off");
-    layer::bench(&mut c);
+    rate_limit::layer::bench(&mut c);
     c.final_summary();
 
     println!();

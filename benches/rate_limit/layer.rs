@@ -116,9 +116,9 @@ fn refusing(c: &mut Criterion, rt: &Runtime) {
 
 /// Prints the ratios of both groups once criterion has measured them.
 fn support_summary() {
-    super::support::print_ratios(ADMIT, "bare", &ADMIT_VARIANTS);
-    super::support::print_versus(ADMIT, "perfkit", "tower_governor");
-    super::support::print_versus(ADMIT, "perfkit", "tower_governor_headers");
-    super::support::print_ratios(REFUSE, "bare", &REFUSE_VARIANTS);
-    super::support::print_versus(REFUSE, "perfkit", "tower_governor");
+    crate::support::print_ratios(ADMIT, "bare", &ADMIT_VARIANTS);
+    crate::support::print_versus(ADMIT, "perfkit", "tower_governor");
+    crate::support::print_versus(ADMIT, "perfkit", "tower_governor_headers");
+    crate::support::print_ratios(REFUSE, "bare", &REFUSE_VARIANTS);
+    crate::support::print_versus(REFUSE, "perfkit", "tower_governor");
 }
