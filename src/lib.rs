@@ -92,6 +92,11 @@ mod log_gate;
 #[cfg(any(feature = "timing", feature = "rate-limit", feature = "cache"))]
 mod short_text;
 
+/// The tracing-capture helper the integration tests use, shared with the unit tests.
+#[cfg(test)]
+#[path = "../tests/support/capture.rs"]
+mod capture;
+
 #[cfg(feature = "rate-limit")]
 #[cfg_attr(docsrs, doc(cfg(feature = "rate-limit")))]
 pub mod rate_limit;

@@ -137,7 +137,7 @@ async fn refusals_are_429_with_retry_after_rounded_up_and_never_zero() {
     let again = send(&mut service, request("/", peer, &[])).await;
     assert_eq!(again.status, StatusCode::OK);
 
-    let counters = layer.counters().snapshot();
+    let counters = layer.stats().snapshot();
     assert_eq!((counters.allowed, counters.refused), (3, 3));
 }
 
@@ -175,7 +175,7 @@ async fn shadow_mode_counts_and_logs_but_lets_through() {
         assert_eq!(answer.status, StatusCode::OK);
         assert!(!answer.headers.contains_key("retry-after"));
     }
-    let counters = layer.counters().snapshot();
+    let counters = layer.stats().snapshot();
     assert_eq!(counters.allowed, 1);
     assert_eq!(counters.shadow_refused, 2);
     assert_eq!(counters.refused, 0);
@@ -217,7 +217,7 @@ async fn allow_listed_keys_and_networks_are_never_limited() {
     send(&mut service, request("/", "198.51.100.2:1", &[])).await;
     let other = send(&mut service, request("/", "198.51.100.2:1", &[])).await;
     assert_eq!(other.status, StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(layer.counters().snapshot().allow_listed, 12);
+    assert_eq!(layer.stats().snapshot().allow_listed, 12);
 }
 
 #[tokio::test]
@@ -250,7 +250,7 @@ async fn routes_can_be_exempt_or_have_their_own_policy() {
         assert_eq!(header(&page, "x-ratelimit-remaining"), remaining);
         assert_eq!(header(&page, "ratelimit-policy"), r#""default";q=3;w=60"#);
     }
-    assert_eq!(layer.counters().snapshot().exempt, 10);
+    assert_eq!(layer.stats().snapshot().exempt, 10);
 }
 
 #[tokio::test]
@@ -290,7 +290,7 @@ async fn one_layer_is_one_budget_across_clones_and_services() {
     for service in [&mut first, &mut second, &mut first_clone] {
         assert_eq!(send(service, request("/", peer, &[])).await.status, 429);
     }
-    assert_eq!(clone.counters().snapshot().refused, 3);
+    assert_eq!(clone.stats().snapshot().refused, 3);
 
     // A layer of its own has a budget of its own.
     let (store, _clock) = self::store();
@@ -463,7 +463,7 @@ async fn missing_connection_info_is_reported_once_then_the_rule_applies() {
             .contains("into_make_service_with_connect_info::<SocketAddr>()")
     );
     assert!(errors[0].text.contains("SocketAddr"));
-    assert_eq!(layer.counters().snapshot().missing_key, 3);
+    assert_eq!(layer.stats().snapshot().missing_key, 3);
 
     let (store, _clock) = self::store();
     let refuse = RateLimitLayer::with_store(Quota::per_minute(2), store)
@@ -522,7 +522,7 @@ async fn store_errors_let_requests_through_and_are_counted() {
         assert_eq!(answer.status, StatusCode::OK);
         assert!(!answer.headers.contains_key("x-ratelimit-limit"));
     }
-    assert_eq!(layer.counters().snapshot().store_errors, 5);
+    assert_eq!(layer.stats().snapshot().store_errors, 5);
     assert_eq!(
         capture.warnings_containing("rate-limit store failed").len(),
         1
@@ -616,10 +616,7 @@ async fn two_layers_sharing_redis_never_admit_more_than_the_quota() {
         allowed, QUOTA as usize,
         "exactly the quota across both layers"
     );
-    let (a, b) = (
-        layers[0].counters().snapshot(),
-        layers[1].counters().snapshot(),
-    );
+    let (a, b) = (layers[0].stats().snapshot(), layers[1].stats().snapshot());
     assert_eq!(a.allowed + b.allowed, u64::from(QUOTA));
     assert_eq!(
         a.refused + b.refused,

@@ -23,17 +23,29 @@ pub(crate) fn run(c: &mut Criterion, rt: &Runtime) {
         b.iter(|| black_box(moka.get(black_box("users:list"))))
     });
 
-    for (id, tags) in [("perfkit_get", &[][..]), ("perfkit_get_2_tags", &["users", "org:7"][..])] {
+    for (id, tags) in [
+        ("perfkit_get", &[][..]),
+        ("perfkit_get_2_tags", &["users", "org:7"][..]),
+    ] {
         let cache = Cache::builder().build().unwrap();
-        rt.block_on(cache.set("users:list", &value, EntryOptions::new().tags(tags.iter().copied())))
-            .unwrap();
+        rt.block_on(cache.set(
+            "users:list",
+            &value,
+            EntryOptions::new().tags(tags.iter().copied()),
+        ))
+        .unwrap();
         group.bench_function(id, |b| {
             b.to_async(rt).iter_custom(|iters| {
                 let cache = cache.clone();
                 async move {
                     let started = Instant::now();
                     for _ in 0..iters {
-                        black_box(cache.get::<Vec<Record>>(black_box("users:list")).await.unwrap());
+                        black_box(
+                            cache
+                                .get::<Vec<Record>>(black_box("users:list"))
+                                .await
+                                .unwrap(),
+                        );
                     }
                     started.elapsed()
                 }
@@ -89,6 +101,10 @@ pub(crate) fn run(c: &mut Criterion, rt: &Runtime) {
     support::print_ratios(
         GROUP,
         "moka_get",
-        &["perfkit_get", "perfkit_get_2_tags", "perfkit_get_or_compute"],
+        &[
+            "perfkit_get",
+            "perfkit_get_2_tags",
+            "perfkit_get_or_compute",
+        ],
     );
 }

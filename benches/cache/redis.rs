@@ -28,202 +28,202 @@ pub(crate) fn run(c: &mut criterion::Criterion, rt: &tokio::runtime::Runtime) {
 #[cfg(feature = "redis")]
 mod with_redis {
 
-use std::{hint::black_box, time::Duration};
+    use std::{hint::black_box, time::Duration};
 
-use criterion::Criterion;
-use perfkit::{
-    cache::{Cache, EntryOptions, MemoryBackend, RedisBackend, TieredBackend},
-    pool::RedisPoolBuilder,
-};
-use redis::AsyncCommands;
-use tokio::runtime::Runtime;
-
-use super::super::records::{Record, records};
-use crate::support::print_ratios;
-
-pub(super) fn run(c: &mut Criterion, runtime: &Runtime) {
-    let Some(url) = crate::support::service_url("REDIS_URL") else {
-        println!("skipped cache Redis benches: REDIS_URL is not set");
-        return;
+    use criterion::Criterion;
+    use perfkit::{
+        cache::{Cache, EntryOptions, MemoryBackend, RedisBackend, TieredBackend},
+        pool::RedisPoolBuilder,
     };
-    let prefix = format!("bench{}", std::process::id());
-    let value = records();
-    let options = EntryOptions::new()
-        .ttl(Duration::from_secs(600))
-        .tags(["users", "stats"])
-        .no_early_refresh();
+    use redis::AsyncCommands;
+    use tokio::runtime::Runtime;
 
-    let (handle, redis_cache, tiered, tiered_cache, memory_cache) = runtime.block_on(async {
-        let handle = RedisPoolBuilder::new(url.as_str())
-            .build()
-            .await
-            .expect("REDIS_URL answers");
-        let redis_cache = Cache::builder()
-            .prefix(prefix.as_str())
-            .backend(RedisBackend::new(handle.clone()))
-            .build()
-            .expect("a cache");
-        let tiered = TieredBackend::builder(
-            RedisBackend::new(handle.clone()),
-            redis::Client::open(url.as_str()).expect("a Redis URL"),
-        )
-        .build();
-        let tiered_cache = Cache::builder()
-            .prefix(prefix.as_str())
-            .backend(tiered.clone())
-            .build()
-            .expect("a cache");
-        let memory_cache = Cache::builder()
-            .prefix(prefix.as_str())
-            .backend(MemoryBackend::new())
-            .build()
-            .expect("a cache");
-        (handle, redis_cache, tiered, tiered_cache, memory_cache)
-    });
+    use super::super::records::{Record, records};
+    use crate::support::print_ratios;
 
-    let raw_key = format!("{{{prefix}}}:raw");
-    let packed_key = format!("{{{prefix}}}:packed");
-    runtime.block_on(async {
-        redis_cache
-            .set("records", &value, options.clone())
-            .await
-            .expect("set");
-        memory_cache
-            .set("records", &value, options.clone())
-            .await
-            .expect("set");
-        // The anchor reads the very bytes the cache stored.
-        let mut conn = handle.connection();
-        let stored: Vec<u8> = conn
-            .get(format!("{{{prefix}}}:k:records"))
-            .await
-            .expect("the stored entry");
-        let () = conn.set(&raw_key, stored).await.expect("set raw");
-        let packed = rmp_serde::to_vec_named(&value).expect("MessagePack");
-        let () = conn.set(&packed_key, packed).await.expect("set packed");
-        // Fill the tiered L1 once the subscription is up.
-        let _ = tiered_cache.get::<Vec<Record>>("records").await;
-        while !tiered.is_subscribed() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        let _ = tiered_cache.get::<Vec<Record>>("records").await;
-        assert!(!tiered.l1().is_empty(), "the tiered L1 holds the entry");
-    });
+    pub(super) fn run(c: &mut Criterion, runtime: &Runtime) {
+        let Some(url) = crate::support::service_url("REDIS_URL") else {
+            println!("skipped cache Redis benches: REDIS_URL is not set");
+            return;
+        };
+        let prefix = format!("bench{}", std::process::id());
+        let value = records();
+        let options = EntryOptions::new()
+            .ttl(Duration::from_secs(600))
+            .tags(["users", "stats"])
+            .no_early_refresh();
 
-    let group_name = "cache_redis_hit";
-    let mut group = c.benchmark_group(group_name);
-    group.bench_function("raw_get", |b| {
-        let conn = handle.connection();
-        b.to_async(runtime).iter(|| {
-            let mut conn = conn.clone();
-            let key = raw_key.as_str();
-            async move {
-                let bytes: Vec<u8> = conn.get(key).await.expect("GET");
-                black_box(bytes)
+        let (handle, redis_cache, tiered, tiered_cache, memory_cache) = runtime.block_on(async {
+            let handle = RedisPoolBuilder::new(url.as_str())
+                .build()
+                .await
+                .expect("REDIS_URL answers");
+            let redis_cache = Cache::builder()
+                .prefix(prefix.as_str())
+                .backend(RedisBackend::new(handle.clone()))
+                .build()
+                .expect("a cache");
+            let tiered = TieredBackend::builder(
+                RedisBackend::new(handle.clone()),
+                redis::Client::open(url.as_str()).expect("a Redis URL"),
+            )
+            .build();
+            let tiered_cache = Cache::builder()
+                .prefix(prefix.as_str())
+                .backend(tiered.clone())
+                .build()
+                .expect("a cache");
+            let memory_cache = Cache::builder()
+                .prefix(prefix.as_str())
+                .backend(MemoryBackend::new())
+                .build()
+                .expect("a cache");
+            (handle, redis_cache, tiered, tiered_cache, memory_cache)
+        });
+
+        let raw_key = format!("{{{prefix}}}:raw");
+        let packed_key = format!("{{{prefix}}}:packed");
+        runtime.block_on(async {
+            redis_cache
+                .set("records", &value, options.clone())
+                .await
+                .expect("set");
+            memory_cache
+                .set("records", &value, options.clone())
+                .await
+                .expect("set");
+            // The anchor reads the very bytes the cache stored.
+            let mut conn = handle.connection();
+            let stored: Vec<u8> = conn
+                .get(format!("{{{prefix}}}:k:records"))
+                .await
+                .expect("the stored entry");
+            let () = conn.set(&raw_key, stored).await.expect("set raw");
+            let packed = rmp_serde::to_vec_named(&value).expect("MessagePack");
+            let () = conn.set(&packed_key, packed).await.expect("set packed");
+            // Fill the tiered L1 once the subscription is up.
+            let _ = tiered_cache.get::<Vec<Record>>("records").await;
+            while !tiered.is_subscribed() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
             }
+            let _ = tiered_cache.get::<Vec<Record>>("records").await;
+            assert!(!tiered.l1().is_empty(), "the tiered L1 holds the entry");
         });
-    });
-    group.bench_function("raw_get_decode", |b| {
-        let conn = handle.connection();
-        b.to_async(runtime).iter(|| {
-            let mut conn = conn.clone();
-            let key = packed_key.as_str();
-            async move {
-                let bytes: Vec<u8> = conn.get(key).await.expect("GET");
-                let value: Vec<Record> = rmp_serde::from_slice(&bytes).expect("decode");
-                black_box(value)
-            }
-        });
-    });
-    group.bench_function("redis_hit_2_tags", |b| {
-        b.to_async(runtime).iter(|| async {
-            let found: Option<Vec<Record>> = redis_cache.get("records").await.expect("get");
-            black_box(found.expect("a hit"))
-        });
-    });
-    group.finish();
-    print_ratios(
-        group_name,
-        "raw_get",
-        &["raw_get_decode", "redis_hit_2_tags"],
-    );
-    print_ratios(group_name, "raw_get_decode", &["redis_hit_2_tags"]);
 
-    let group_name = "cache_tiered_hit";
-    let mut group = c.benchmark_group(group_name);
-    group.bench_function("memory_hit", |b| {
-        b.to_async(runtime).iter(|| async {
-            let found: Option<Vec<Record>> = memory_cache.get("records").await.expect("get");
-            black_box(found.expect("a hit"))
-        });
-    });
-    group.bench_function("tiered_l1_hit", |b| {
-        b.to_async(runtime).iter(|| async {
-            let found: Option<Vec<Record>> = tiered_cache.get("records").await.expect("get");
-            black_box(found.expect("a hit"))
-        });
-    });
-    group.finish();
-    print_ratios(group_name, "memory_hit", &["tiered_l1_hit"]);
-
-    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a loopback port")
-        .port();
-    let down_url = format!("redis://127.0.0.1:{closed_port}");
-    let down_cache = |retry_interval: Duration| {
-        let handle = RedisPoolBuilder::new(down_url.as_str())
-            .build_lazy()
-            .expect("a Redis URL");
-        Cache::builder()
-            .prefix(prefix.as_str())
-            .backend(RedisBackend::new(handle).retry_interval(retry_interval))
-            .build()
-            .expect("a cache")
-    };
-    let (fail_fast, every_call) = runtime.block_on(async {
-        (
-            down_cache(Duration::from_millis(200)),
-            down_cache(Duration::ZERO),
-        )
-    });
-    let group_name = "cache_redis_down";
-    let mut group = c.benchmark_group(group_name);
-    // The slowest variant waits for reconnection attempts on every call: flat sampling
-    // with few samples keeps it to seconds.
-    group
-        .sampling_mode(criterion::SamplingMode::Flat)
-        .sample_size(10);
-    for (name, cache) in [
-        ("up_miss", &redis_cache),
-        ("down_fail_fast", &fail_fast),
-        ("down_every_call_tries", &every_call),
-    ] {
-        group.bench_function(name, |b| {
-            b.to_async(runtime).iter(|| async {
-                let found: Option<Vec<Record>> = cache.get("absent").await.expect("get");
-                black_box(found)
+        let group_name = "cache_redis_hit";
+        let mut group = c.benchmark_group(group_name);
+        group.bench_function("raw_get", |b| {
+            let conn = handle.connection();
+            b.to_async(runtime).iter(|| {
+                let mut conn = conn.clone();
+                let key = raw_key.as_str();
+                async move {
+                    let bytes: Vec<u8> = conn.get(key).await.expect("GET");
+                    black_box(bytes)
+                }
             });
         });
-    }
-    group.finish();
-    print_ratios(
-        group_name,
-        "up_miss",
-        &["down_fail_fast", "down_every_call_tries"],
-    );
+        group.bench_function("raw_get_decode", |b| {
+            let conn = handle.connection();
+            b.to_async(runtime).iter(|| {
+                let mut conn = conn.clone();
+                let key = packed_key.as_str();
+                async move {
+                    let bytes: Vec<u8> = conn.get(key).await.expect("GET");
+                    let value: Vec<Record> = rmp_serde::from_slice(&bytes).expect("decode");
+                    black_box(value)
+                }
+            });
+        });
+        group.bench_function("redis_hit_2_tags", |b| {
+            b.to_async(runtime).iter(|| async {
+                let found: Option<Vec<Record>> = redis_cache.get("records").await.expect("get");
+                black_box(found.expect("a hit"))
+            });
+        });
+        group.finish();
+        print_ratios(
+            group_name,
+            "raw_get",
+            &["raw_get_decode", "redis_hit_2_tags"],
+        );
+        print_ratios(group_name, "raw_get_decode", &["redis_hit_2_tags"]);
 
-    runtime.block_on(async {
-        let _ = redis_cache.invalidate_prefix("").await;
-        let mut conn = handle.connection();
-        let _: redis::RedisResult<i64> = conn
-            .del(&[
-                raw_key.clone(),
-                packed_key.clone(),
-                format!("{{{prefix}}}:t:users"),
-                format!("{{{prefix}}}:t:stats"),
-            ])
-            .await;
-    });
-}
+        let group_name = "cache_tiered_hit";
+        let mut group = c.benchmark_group(group_name);
+        group.bench_function("memory_hit", |b| {
+            b.to_async(runtime).iter(|| async {
+                let found: Option<Vec<Record>> = memory_cache.get("records").await.expect("get");
+                black_box(found.expect("a hit"))
+            });
+        });
+        group.bench_function("tiered_l1_hit", |b| {
+            b.to_async(runtime).iter(|| async {
+                let found: Option<Vec<Record>> = tiered_cache.get("records").await.expect("get");
+                black_box(found.expect("a hit"))
+            });
+        });
+        group.finish();
+        print_ratios(group_name, "memory_hit", &["tiered_l1_hit"]);
+
+        let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a loopback port")
+            .port();
+        let down_url = format!("redis://127.0.0.1:{closed_port}");
+        let down_cache = |retry_interval: Duration| {
+            let handle = RedisPoolBuilder::new(down_url.as_str())
+                .build_lazy()
+                .expect("a Redis URL");
+            Cache::builder()
+                .prefix(prefix.as_str())
+                .backend(RedisBackend::new(handle).retry_interval(retry_interval))
+                .build()
+                .expect("a cache")
+        };
+        let (fail_fast, every_call) = runtime.block_on(async {
+            (
+                down_cache(Duration::from_millis(200)),
+                down_cache(Duration::ZERO),
+            )
+        });
+        let group_name = "cache_redis_down";
+        let mut group = c.benchmark_group(group_name);
+        // The slowest variant waits for reconnection attempts on every call: flat sampling
+        // with few samples keeps it to seconds.
+        group
+            .sampling_mode(criterion::SamplingMode::Flat)
+            .sample_size(10);
+        for (name, cache) in [
+            ("up_miss", &redis_cache),
+            ("down_fail_fast", &fail_fast),
+            ("down_every_call_tries", &every_call),
+        ] {
+            group.bench_function(name, |b| {
+                b.to_async(runtime).iter(|| async {
+                    let found: Option<Vec<Record>> = cache.get("absent").await.expect("get");
+                    black_box(found)
+                });
+            });
+        }
+        group.finish();
+        print_ratios(
+            group_name,
+            "up_miss",
+            &["down_fail_fast", "down_every_call_tries"],
+        );
+
+        runtime.block_on(async {
+            let _ = redis_cache.invalidate_prefix("").await;
+            let mut conn = handle.connection();
+            let _: redis::RedisResult<i64> = conn
+                .del(&[
+                    raw_key.clone(),
+                    packed_key.clone(),
+                    format!("{{{prefix}}}:t:users"),
+                    format!("{{{prefix}}}:t:stats"),
+                ])
+                .await;
+        });
+    }
 }

@@ -59,7 +59,9 @@ fn quick_store() -> quick_cache::sync::Cache<Arc<str>, Arc<Entry>, Bytes> {
 }
 
 fn keys(n: usize) -> Vec<Arc<str>> {
-    (0..n).map(|i| Arc::from(format!("{{perfkit}}:k:users:{i}"))).collect()
+    (0..n)
+        .map(|i| Arc::from(format!("{{perfkit}}:k:users:{i}")))
+        .collect()
 }
 
 pub(crate) fn run(c: &mut Criterion, _rt: &Runtime) {

@@ -108,7 +108,7 @@
 //! # Pool statistics
 //!
 //! With a pool feature (`postgres`, `sqlite`, `redis`) enabled,
-//! [`HealthMonitorBuilder::pools`] registers a [`PoolStats`](crate::pool::PoolStats)
+//! [`HealthMonitorBuilder::pools`] registers a [`PoolSnapshot`](crate::pool::PoolSnapshot)
 //! provider per pool; `/health/pools` serves them so operators can alert on pool pressure.
 
 mod check;

@@ -18,7 +18,7 @@ use tokio::{
 
 use crate::fmt::HumanDuration;
 #[cfg(any(feature = "postgres", feature = "sqlite", feature = "redis"))]
-use crate::pool::PoolStats;
+use crate::pool::PoolSnapshot;
 
 use super::{
     HealthCheck, HealthService,
@@ -38,7 +38,7 @@ const MIN_INTERVAL: Duration = Duration::from_millis(1);
 const NOT_CHECKED: &str = "not checked yet";
 
 #[cfg(any(feature = "postgres", feature = "sqlite", feature = "redis"))]
-type PoolStatsFn = Box<dyn Fn() -> PoolStats + Send + Sync + 'static>;
+type PoolSnapshotFn = Box<dyn Fn() -> PoolSnapshot + Send + Sync + 'static>;
 
 /// Runs health checks in the background and keeps their latest results.
 ///
@@ -60,7 +60,7 @@ struct Inner {
     interval: Duration,
     timeout: Duration,
     #[cfg(any(feature = "postgres", feature = "sqlite", feature = "redis"))]
-    pools: Vec<(String, PoolStatsFn)>,
+    pools: Vec<(String, PoolSnapshotFn)>,
     /// The results of the last round; replaced whole, so a reader holds the lock only to
     /// clone an `Arc`.
     snapshot: RwLock<Arc<Snapshot>>,
@@ -176,7 +176,7 @@ impl HealthMonitor {
         docsrs,
         doc(cfg(any(feature = "postgres", feature = "sqlite", feature = "redis")))
     )]
-    pub fn pool_stats(&self) -> BTreeMap<String, PoolStats> {
+    pub fn pool_stats(&self) -> BTreeMap<String, PoolSnapshot> {
         self.inner
             .pools
             .iter()
@@ -428,7 +428,7 @@ pub struct HealthMonitorBuilder {
     interval: Duration,
     timeout: Duration,
     #[cfg(any(feature = "postgres", feature = "sqlite", feature = "redis"))]
-    pools: Vec<(String, PoolStatsFn)>,
+    pools: Vec<(String, PoolSnapshotFn)>,
 }
 
 impl Default for HealthMonitorBuilder {
@@ -484,7 +484,7 @@ impl HealthMonitorBuilder {
     pub fn pools(
         mut self,
         name: impl Into<String>,
-        stats: impl Fn() -> PoolStats + Send + Sync + 'static,
+        stats: impl Fn() -> PoolSnapshot + Send + Sync + 'static,
     ) -> Self {
         let name = name.into();
         self.pools.retain(|(known, _)| *known != name);

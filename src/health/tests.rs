@@ -15,9 +15,7 @@ use tracing::Level;
 
 use super::{report::rfc3339, *};
 
-#[path = "../../tests/support/capture.rs"]
-mod capture;
-use capture::{Capture, Captured, Value};
+use crate::capture::{Capture, Captured, Value};
 
 /// What the closures of the test checks return.
 type Ready = std::future::Ready<Result<(), CheckError>>;
@@ -626,7 +624,7 @@ async fn pools_is_an_empty_object_without_pools() {
 #[cfg(any(feature = "postgres", feature = "sqlite", feature = "redis"))]
 #[tokio::test(start_paused = true)]
 async fn pools_serves_every_registered_provider() {
-    use crate::pool::PoolStats;
+    use crate::pool::PoolSnapshot;
 
     let calls = Arc::new(AtomicUsize::new(0));
     let monitor = HealthMonitor::builder()
@@ -634,17 +632,17 @@ async fn pools_serves_every_registered_provider() {
             let calls = calls.clone();
             move || {
                 calls.fetch_add(1, Ordering::SeqCst);
-                PoolStats {
+                PoolSnapshot {
                     size: 8,
                     idle: 6,
                     in_use: 2,
                     max: 10,
                     utilisation: 0.2,
-                    ..PoolStats::default()
+                    ..PoolSnapshot::default()
                 }
             }
         })
-        .pools("cache", PoolStats::default)
+        .pools("cache", PoolSnapshot::default)
         .build();
     assert_eq!(monitor.pool_stats().len(), 2);
 

@@ -7,7 +7,7 @@
 //!   pipelines every task's commands and reconnects by itself (the handle perfkit's other
 //!   modules take), and a [`RedisPool`] of dedicated connections for blocking commands and
 //!   `WATCH`/`MULTI` transactions.
-//! - Every pool reports [`PoolStats`]: sizes, utilisation, acquire latency percentiles
+//! - Every pool reports [`PoolSnapshot`]: sizes, utilisation, acquire latency percentiles
 //!   from a fixed-size histogram, acquire timeouts and leaked connections.
 //!
 //! # Example
@@ -85,10 +85,11 @@ mod redis;
 pub mod diagnostics;
 
 #[doc(inline)]
-pub use self::{
-    error::Error,
-    stats::{PoolSnapshot, PoolStats},
-};
+pub use self::{error::Error, stats::PoolSnapshot};
+
+#[doc(inline)]
+#[allow(deprecated)]
+pub use self::stats::PoolStats;
 
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 #[doc(inline)]

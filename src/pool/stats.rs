@@ -47,9 +47,7 @@ pub struct PoolSnapshot {
 }
 
 /// The former name of [`PoolSnapshot`], which every pool's `stats()` returns.
-///
-/// Not deprecated yet: the pool builders and the health monitor still name it, and move to
-/// [`PoolSnapshot`] with their next change.
+#[deprecated(since = "0.1.0", note = "renamed to `PoolSnapshot`")]
 pub type PoolStats = PoolSnapshot;
 
 /// What a pool counts about its acquires; fixed size whatever the traffic.

@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{AcquireStats, PoolStats};
+use super::{AcquireStats, PoolSnapshot};
 
 /// Utilisation above which the pool counts as under pressure.
 const HIGH_UTILISATION: f64 = 0.8;
@@ -215,7 +215,7 @@ pub(super) trait Watched: Send + Sync + 'static {
     fn utilisation(&self) -> f64;
 
     /// The current sizes with the acquire counters.
-    fn sizes(&self) -> PoolStats;
+    fn sizes(&self) -> PoolSnapshot;
 
     /// The pool's acquire counters, where leaks are counted.
     fn stats(&self) -> &AcquireStats;
@@ -396,7 +396,7 @@ mod tests {
             0.75
         }
 
-        fn sizes(&self) -> PoolStats {
+        fn sizes(&self) -> PoolSnapshot {
             self.stats.snapshot(4, 1, 4, 0)
         }
 

@@ -294,9 +294,19 @@ impl<K, R, C> RateLimitLayer<K, R, C> {
         Arc::make_mut(&mut self.config)
     }
 
-    /// The counters of every service built from this layer and its clones.
-    pub fn counters(&self) -> Arc<RateLimitStats> {
+    /// The statistics of every service built from this layer and its clones, as a live
+    /// handle: [`RateLimitStats::snapshot`] reads them.
+    pub fn stats(&self) -> Arc<RateLimitStats> {
         self.config.state.counters.clone()
+    }
+
+    /// The former name of [`stats`](Self::stats).
+    #[deprecated(
+        since = "0.1.0",
+        note = "renamed to `stats`, like `TimingLayer::stats`"
+    )]
+    pub fn counters(&self) -> Arc<RateLimitStats> {
+        self.stats()
     }
 
     /// The default policy.

@@ -14,7 +14,7 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
 //! let layer = RateLimitLayer::new(Quota::per_minute(2));
-//! let counters = layer.counters();
+//! let stats = layer.stats();
 //! let mut service = ServiceBuilder::new()
 //!     .layer(layer)
 //!     .service_fn(|_req: Request<String>| async {
@@ -34,7 +34,7 @@
 //! let response = service.ready().await.unwrap().call(request()).await.unwrap();
 //! assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
 //! assert_eq!(response.headers()["retry-after"], "30");
-//! assert_eq!(counters.snapshot().refused, 1);
+//! assert_eq!(stats.snapshot().refused, 1);
 //! # }
 //! ```
 //!

@@ -20,9 +20,7 @@ use super::{
 };
 use crate::short_text::Millis;
 
-#[path = "../../tests/support/capture.rs"]
-mod capture;
-use capture::{Capture, Value};
+use crate::capture::{Capture, Value};
 
 /// A handler that waits for the duration in the request body, then answers `200`.
 async fn sleep_for(request: Request<Duration>) -> Result<Response<String>, Infallible> {

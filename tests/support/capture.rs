@@ -1,7 +1,7 @@
 //! Capturing what the crate logs, for tests that check it.
 //!
 //! One helper for every suite: integration tests reach it as `support::capture`, unit tests
-//! include this file with `#[path = "../../tests/support/capture.rs"] mod capture;`.
+//! as `crate::capture` (`src/lib.rs` includes this file under `cfg(test)`).
 
 #![allow(dead_code, unreachable_pub)]
 

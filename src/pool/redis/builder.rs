@@ -209,7 +209,7 @@ impl RedisPoolBuilder {
     /// Reports, once at WARN, a [`RedisPool`] connection held longer than this, with the
     /// place it was checked out (`file:line` of the [`RedisPool::get`] call) and how long it
     /// has been held, and counts it in
-    /// [`PoolStats::leaks_reported`](crate::pool::PoolStats::leaks_reported); `None` turns
+    /// [`PoolSnapshot::leaks_reported`](crate::pool::PoolSnapshot::leaks_reported); `None` turns
     /// the check off. The check runs in the pool's background task.
     ///
     /// A worker that holds one connection for good, looping on `BLPOP`, is reported too:

@@ -12,7 +12,7 @@ use ::redis::{
     aio::{ConnectionLike, ConnectionManager},
 };
 
-use crate::pool::{AcquireStats, Error, PoolStats, Result};
+use crate::pool::{AcquireStats, Error, PoolSnapshot, Result};
 
 /// A cheap-to-clone handle on one multiplexed Redis connection that reconnects by itself:
 /// the default way to talk to Redis.
@@ -148,7 +148,7 @@ impl RedisHandle {
     /// - `leaks_reported`: always 0.
     ///
     /// Commands sent on clones from [`connection`](Self::connection) are not counted.
-    pub fn stats(&self) -> PoolStats {
+    pub fn stats(&self) -> PoolSnapshot {
         let in_flight = self.shared.in_flight.load(Relaxed);
         let idle = u32::from(in_flight == 0);
         let mut stats = self.shared.stats.snapshot(1, idle, 1, 1);

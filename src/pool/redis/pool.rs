@@ -14,7 +14,7 @@ use ::redis::{
 
 use super::connection::{LastConnectError, RedisConnection, RedisManager};
 use crate::pool::{
-    AcquireStats, Error, PoolStats, Result,
+    AcquireStats, Error, PoolSnapshot, Result,
     watch::{self, CheckoutGuard, Checkouts, Watched, checked_out},
 };
 
@@ -193,7 +193,7 @@ impl RedisPool {
     /// A snapshot of the pool: sizes from bb8, checkout latencies and timeouts measured by
     /// [`get`](Self::get). `max` is [`max_connections`](super::RedisPoolBuilder::max_connections)
     /// and `min` is [`min_idle`](super::RedisPoolBuilder::min_idle) (0 when unset).
-    pub fn stats(&self) -> PoolStats {
+    pub fn stats(&self) -> PoolSnapshot {
         self.shared.sizes()
     }
 
@@ -243,7 +243,7 @@ impl Watched for Shared {
         f64::from(in_use) / f64::from(self.max.max(1))
     }
 
-    fn sizes(&self) -> PoolStats {
+    fn sizes(&self) -> PoolSnapshot {
         let state = self.pool.state();
         self.stats.snapshot(
             state.connections,

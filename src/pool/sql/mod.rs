@@ -28,7 +28,7 @@ use self::{
     settings::Common,
 };
 use super::{
-    AcquireStats, Error, PoolStats, Result,
+    AcquireStats, Error, PoolSnapshot, Result,
     watch::{self, CheckoutGuard, Checkouts, Watched, checked_out},
 };
 
@@ -168,7 +168,7 @@ impl<DB: Database> SqlPool<DB> {
     }
 
     /// Sizes, acquire counts and latencies, timeouts and leaks, as of now.
-    pub fn stats(&self) -> PoolStats {
+    pub fn stats(&self) -> PoolSnapshot {
         self.shared.sizes()
     }
 
@@ -194,7 +194,7 @@ impl<DB: Database> SqlPool<DB> {
     ///   once a second per pool, to name it, within the acquire timeout: the wait for sqlx
     ///   ends a tenth of the timeout (at most 1 s) early to leave the attempt that time. The
     ///   timeout is counted in
-    ///   [`PoolStats::acquire_timeouts`].
+    ///   [`PoolSnapshot::acquire_timeouts`].
     /// - [`Error::Closed`] when the pool was closed.
     /// - [`Error::Sql`] when opening a connection failed for a reason sqlx does not retry
     ///   (authentication, unknown database, TLS).
@@ -233,7 +233,7 @@ impl<DB: Database> Watched for Shared<DB> {
         f64::from(size.saturating_sub(idle)) / f64::from(self.max.max(1))
     }
 
-    fn sizes(&self) -> PoolStats {
+    fn sizes(&self) -> PoolSnapshot {
         let size = self.pool.size();
         let idle = u32::try_from(self.pool.num_idle())
             .unwrap_or(u32::MAX)

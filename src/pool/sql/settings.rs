@@ -229,7 +229,7 @@ macro_rules! common_pool_setters {
 
         /// Reports, once at WARN, a connection held longer than this, with the place it was
         /// acquired (`file:line`) and how long it has been held, and counts it in
-        /// [`PoolStats::leaks_reported`](crate::pool::PoolStats::leaks_reported); `None`
+        /// [`PoolSnapshot::leaks_reported`](crate::pool::PoolSnapshot::leaks_reported); `None`
         /// turns the check off. Defaults to 60 seconds.
         ///
         /// Only connections taken with [`SqlPool::acquire`](crate::pool::SqlPool::acquire)
