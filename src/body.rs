@@ -135,7 +135,11 @@ pub(crate) fn json_error_retry_after<B>(
 
 /// The JSON error object alone, for a service that sets its own headers:
 /// `{"error":"<code>","message":"<message>"}`.
-#[cfg(feature = "health")]
+#[cfg(any(
+    feature = "health",
+    feature = "compression-gzip",
+    feature = "compression-br"
+))]
 pub(crate) fn json_error_body(code: &str, message: &str) -> String {
     json_object(code, message, None)
 }

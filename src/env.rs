@@ -44,7 +44,8 @@ where
     parse(name, env::var(name).ok(), expected)
 }
 
-fn parse<T: FromStr<Err: fmt::Display>>(
+/// Parses `value`, the value of the variable `name` (or `None` when unset), as [`var`] does.
+pub(crate) fn parse<T: FromStr<Err: fmt::Display>>(
     name: &'static str,
     value: Option<String>,
     expected: &'static str,

@@ -12,6 +12,7 @@
 //! | [`pool`] | `postgres`, `sqlite`, `redis` | pool builders with the knobs backends tune, pool statistics, acquire timeouts that name their cause |
 //! | [`cache`] | `cache` | typed cache over memory, Redis and tiered (in-process L1, Redis L2) backends: O(1) tag invalidation by epochs, single-flight, stale-while-revalidate, early refresh, stats |
 //! | [`health`] | `health` | checks run in the background; `/health`, `/health/ready`, `/health/live`, `/health/pools` answered without I/O |
+//! | [`compression`] | `compression-br`, `compression-gzip` | brotli-first, gzip and deflate fallback response compression: RFC 9110 negotiation, skip rules that never break a response, an in-memory path with exact `Content-Length`, streams flushed as they come, bounded work per poll |
 //! | [`serve`](mod@serve) | `serve` | serves any tower HTTP service over TCP (hyper 1, HTTP/1 and HTTP/2) with header-read, idle and write-stall timeouts, a connection bound, accept errors that never end the server, peer addresses for the rate limiter, graceful shutdown |
 //!
 //! Every layer is generic over request and response bodies and keeps the inner service's
@@ -54,6 +55,8 @@
 //! - `timing`: [`timing`], the request timing layer and its statistics.
 //! - `postgres`, `sqlite`: [`pool`] builders over sqlx, and PostgreSQL diagnostics.
 //! - `redis`: [`pool`]'s multiplexed Redis handle and bb8 pool.
+//! - `compression-br`, `compression-gzip`: [`compression`], the compression layer with
+//!   brotli, and with gzip and deflate; either one enables the layer.
 //! - `cache`: [`cache`], the typed cache and its memory backend; with `redis`, the Redis and
 //!   tiered backends.
 //! - `health`: [`health`], background checks and the health service.
@@ -108,6 +111,13 @@ pub mod timeout;
 #[cfg(feature = "timing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "timing")))]
 pub mod timing;
+
+#[cfg(any(feature = "compression-gzip", feature = "compression-br"))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(any(feature = "compression-gzip", feature = "compression-br")))
+)]
+pub mod compression;
 
 #[cfg(any(feature = "postgres", feature = "sqlite", feature = "redis"))]
 #[cfg_attr(
