@@ -16,6 +16,9 @@
 //! | `CACHE_PREFIX`, `CACHE_DEFAULT_TTL` | `perfkit`, `300` | cache namespace and default TTL in seconds; the cache is in memory without `REDIS_URL`, tiered (in-process L1, Redis L2) with it |
 //! | `HEADER_READ_TIMEOUT_SECS` | `10` | seconds a connection may take to send a request head, and may sit idle between keep-alive requests (one timer in hyper); `0` disables |
 //! | `WRITE_TIMEOUT_SECS` | `30` | seconds a response write may make no progress (the client stopped reading) before the connection is closed; `0` disables |
+//! | `COMPRESSION_MIN_SIZE` | `1024` | bodies smaller than this many bytes are sent uncompressed |
+//! | `COMPRESSION_LEVEL` | `6` | gzip and deflate level, 0–9 (brotli uses quality 4) |
+//! | `USE_BROTLI` | `true` | offer brotli (preferred over gzip and deflate when the client accepts it) |
 //! | `MAX_CONNECTIONS` | `512` | open connections at most; past it new ones wait in the listen backlog. Keep it below `ulimit -n` |
 //! | `RUST_LOG` | `info` | log filter |
 //!
@@ -23,7 +26,8 @@
 //! | --- | --- |
 //! | `GET /hello` | a short text body |
 //! | `GET /slow?ms=N` | sleeps N milliseconds, then answers `{"slept_ms":N}`; a malformed `ms` gets `400` with a JSON body |
-//! | `GET /big` | about 200 KB of JSON: varied user records |
+//! | `GET /big` | about 200 KB of JSON: varied user records; brotli or gzip for clients that accept it |
+//! | `GET /stream?chunks=N&ms=M` | `N` NDJSON lines (default 5, at most 1000), `M` milliseconds apart (default 100, at most 10000), each flushed to the client, compressed, as it is written |
 //! | `GET /metrics/timing` | per-route latency statistics as JSON |
 //! | `GET /stats` | an aggregate over the `/big` records that takes at least 20 ms to compute, cached 60 s under tag `stats`; `X-Cache: HIT` or `MISS` |
 //! | `POST /stats/invalidate` | invalidates tag `stats`: the next `GET /stats` computes anew |
@@ -32,7 +36,9 @@
 //! | `GET /health/ready`, `/health/live`, `/health/pools` | readiness, liveness, pool statistics |
 //!
 //! Every response carries `X-Process-Time` and `Server-Timing`; a request over its deadline
-//! is answered `504` with a JSON body; requests slower than one second are logged.
+//! is answered `504` with a JSON body; requests slower than one second are logged. Bodies
+//! of 1 KiB or more are compressed for clients that ask (`Accept-Encoding`), brotli first;
+//! the small `429` and `504` bodies stay as they are.
 //!
 //! Each client (its address, or behind a trusted proxy the address the proxy names) gets
 //! `RATE_LIMIT` requests: the rest are answered `429` with `Retry-After` and a JSON body, and
@@ -53,6 +59,7 @@ use axum::{
 use bytes::Bytes;
 use perfkit::{
     cache::{Cache, CacheBuilder, CacheSnapshot, EntryOptions},
+    compression::CompressionLayer,
     health::{CacheCheck, HealthMonitor, RateLimitCheck, RedisCheck, SqlCheck},
     pool::{PgPoolBuilder, RedisHandle, RedisPoolBuilder, SqlitePoolBuilder},
     rate_limit::{ClientIp, PolicyFor, RateLimitLayer, RedisStore, RoutePolicy, TrustedProxies},
@@ -79,6 +86,8 @@ pub(crate) struct Config {
     /// `RATE_LIMIT` (or `RATE_LIMIT_PER_MINUTE`) and `TRUSTED_PROXIES`; its store becomes
     /// Redis when `REDIS_URL` is set.
     pub(crate) rate_limit: RateLimitLayer<ClientIp>,
+    /// `COMPRESSION_MIN_SIZE`, `COMPRESSION_LEVEL` and `USE_BROTLI`.
+    pub(crate) compression: CompressionLayer,
 }
 
 /// The database the app's pool connects to.
@@ -123,6 +132,7 @@ impl Config {
             health_interval,
             cache: CacheBuilder::from_env()?,
             rate_limit: RateLimitLayer::from_env()?,
+            compression: CompressionLayer::from_env()?,
         })
     }
 
@@ -142,6 +152,7 @@ impl Config {
                     .expect("the default rate limit parses"),
             )
             .key(ClientIp::new(TrustedProxies::none())),
+            compression: CompressionLayer::new(),
         }
     }
 }
@@ -210,8 +221,12 @@ pub(crate) async fn app(config: Config) -> Result<Router, Box<dyn Error>> {
     Ok(routes(timing.stats(), cache)
         .nest_service("/health", health.service())
         .layer(rate_limit.per_route(ExemptOps))
-        // Added last, so it runs first: 504s and 429s are timed and logged too.
         .layer(config.timeout)
+        // Outside the timeout and the rate limiter: it sees their 504s and 429s, whose
+        // small bodies it leaves as they are, and compresses everything else once.
+        .layer(config.compression)
+        // Added last, so it runs first: 504s and 429s are timed and logged too, and the
+        // time includes compressing.
         .layer(timing))
 }
 
@@ -232,6 +247,7 @@ fn routes(timing: TimingStats, cache: Cache) -> Router {
         .route("/hello", get(hello))
         .route("/slow", get(slow))
         .route("/big", get(big))
+        .route("/stream", get(stream))
         .route("/metrics/timing", get(metrics_timing))
         .route("/stats", get(stats))
         .route("/stats/invalidate", post(invalidate_stats))
@@ -296,6 +312,80 @@ async fn slow(JsonQuery(params): JsonQuery<SlowParams>) -> Json<Slept> {
 
 async fn big(State(state): State<AppState>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], state.big)
+}
+
+#[derive(Deserialize)]
+struct StreamParams {
+    #[serde(default = "StreamParams::default_chunks")]
+    chunks: u32,
+    #[serde(default = "StreamParams::default_ms")]
+    ms: u64,
+}
+
+impl StreamParams {
+    const MAX_CHUNKS: u32 = 1000;
+    const MAX_MS: u64 = 10_000;
+
+    fn default_chunks() -> u32 {
+        5
+    }
+
+    fn default_ms() -> u64 {
+        100
+    }
+}
+
+/// `GET /stream`: `chunks` NDJSON lines, `ms` milliseconds apart. The compression layer
+/// flushes each line as it comes, so a client sees every line before the body ends.
+async fn stream(JsonQuery(params): JsonQuery<StreamParams>) -> Response {
+    if params.chunks > StreamParams::MAX_CHUNKS || params.ms > StreamParams::MAX_MS {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(serde_json::json!({
+                "error": "invalid_query",
+                "message": format!(
+                    "chunks must be at most {} and ms at most {}",
+                    StreamParams::MAX_CHUNKS,
+                    StreamParams::MAX_MS
+                ),
+            })),
+        )
+            .into_response();
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+    tokio::spawn(async move {
+        for line in 0..params.chunks {
+            if line > 0 {
+                tokio::time::sleep(Duration::from_millis(params.ms)).await;
+            }
+            let text = format!(
+                "{{\"line\":{line},\"of\":{},\"text\":\"each line is flushed to the client as it is written\"}}\n",
+                params.chunks
+            );
+            if tx.send(Bytes::from(text)).await.is_err() {
+                return;
+            }
+        }
+    });
+    let body = axum::body::Body::new(Lines(rx));
+    ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
+}
+
+/// The body of `GET /stream`: each line as one frame, as the writing task sends it.
+struct Lines(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl http_body::Body for Lines {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|line| line.map(|line| Ok(http_body::Frame::data(line))))
+    }
 }
 
 async fn metrics_timing(State(state): State<AppState>) -> Json<TimingSnapshot> {
@@ -705,6 +795,113 @@ mod tests {
         assert!(distinct("email") > 100);
         assert!(distinct("bio") > records.len() / 2);
         assert_eq!(distinct("id"), records.len());
+    }
+
+    /// Decodes a body in the coding its response names.
+    fn decoded(headers: &http::HeaderMap, body: &[u8]) -> Vec<u8> {
+        use std::io::Read;
+        let mut out = Vec::new();
+        match headers
+            .get(header::CONTENT_ENCODING)
+            .map(|v| v.to_str().unwrap())
+        {
+            None => out.extend_from_slice(body),
+            Some("br") => {
+                brotli::Decompressor::new(body, 4096)
+                    .read_to_end(&mut out)
+                    .unwrap();
+            }
+            Some("gzip") => {
+                flate2::read::GzDecoder::new(body)
+                    .read_to_end(&mut out)
+                    .unwrap();
+            }
+            Some(other) => panic!("unexpected coding {other}"),
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn big_is_compressed_for_clients_that_ask_and_hello_is_not() {
+        let app = embedded(Duration::from_secs(30)).await;
+        let (_, _, identity) = get(&app, "/big").await;
+        for (accept, coding) in [("gzip, deflate, br", "br"), ("br;q=0, gzip", "gzip")] {
+            let (status, headers, body) =
+                get_from(&app, "/big", PEER, &[("accept-encoding", accept)]).await;
+            assert_eq!(status, 200);
+            assert_eq!(headers[header::CONTENT_ENCODING], coding, "{accept}");
+            assert_eq!(headers[header::VARY], "accept-encoding");
+            assert_eq!(
+                headers[header::CONTENT_LENGTH],
+                body.len().to_string().as_str()
+            );
+            assert!(
+                body.len() * 4 < identity.len(),
+                "{coding}: {} bytes",
+                body.len()
+            );
+            assert_eq!(decoded(&headers, &body), identity);
+        }
+        let (_, headers, body) =
+            get_from(&app, "/hello", PEER, &[("accept-encoding", "gzip, br")]).await;
+        assert!(!headers.contains_key(header::CONTENT_ENCODING));
+        assert_eq!(body, "Hello from perfkit!");
+    }
+
+    #[tokio::test]
+    async fn timeout_bodies_stay_small_and_uncompressed() {
+        let app = embedded(Duration::from_millis(100)).await;
+        tokio::time::pause();
+        let (status, headers, body) =
+            get_from(&app, "/slow?ms=500", PEER, &[("accept-encoding", "br")]).await;
+        assert_eq!(status, 504);
+        assert!(!headers.contains_key(header::CONTENT_ENCODING));
+        assert_eq!(
+            body,
+            r#"{"error":"request_timeout","message":"Request exceeded 0.1s timeout"}"#
+        );
+    }
+
+    #[tokio::test]
+    async fn stream_sends_each_line_compressed_before_the_next_is_written() {
+        let app = embedded(Duration::from_secs(30)).await;
+        tokio::time::pause();
+        let mut request = http::Request::get("/stream?chunks=3&ms=1000")
+            .header("accept-encoding", "gzip")
+            .body(Body::empty())
+            .unwrap();
+        request.extensions_mut().insert(axum::extract::ConnectInfo(
+            PEER.parse::<SocketAddr>().unwrap(),
+        ));
+        let started = tokio::time::Instant::now();
+        let response = app.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.headers()[header::CONTENT_ENCODING], "gzip");
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "application/x-ndjson"
+        );
+        let mut body = response.into_body();
+        let mut decoder = flate2::Decompress::new_gzip(15);
+        let mut lines = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let data = frame.unwrap().into_data().unwrap();
+            let mut out = Vec::with_capacity(4096);
+            decoder
+                .decompress_vec(&data, &mut out, flate2::FlushDecompress::Sync)
+                .unwrap();
+            for line in String::from_utf8(out).unwrap().lines() {
+                let line: serde_json::Value = serde_json::from_str(line).unwrap();
+                // Line n arrives n seconds in: as it is written, not when the body ends.
+                assert_eq!(started.elapsed().as_secs(), line["line"].as_u64().unwrap());
+                lines.push(line);
+            }
+        }
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[2]["of"], 3);
+
+        let (status, _, body) = get(&app, "/stream?chunks=100000").await;
+        assert_eq!(status, 400);
+        assert!(String::from_utf8_lossy(&body).contains("at most 1000"));
     }
 
     #[tokio::test]
