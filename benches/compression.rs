@@ -7,7 +7,10 @@
 //! - `compression_stream_{1k,64k,1m}`: the same bytes as a body of unknown length yielding
 //!   16 KiB frames, every frame ready;
 //! - `compression_identity`: the 64 KiB body through each layer for a client that accepts
-//!   no coding, and the handler alone.
+//!   no coding, and the handler alone;
+//! - `compression_levels`: speed against ratio on 200 KiB of JSON, brotli by quality
+//!   through the layer, and deflate by level on flate2's zlib-rs backend (the one perfkit
+//!   uses) beside miniz_oxide (flate2's default backend).
 //!
 //! Throughput is in bytes of input. After each group the run prints the time ratios and
 //! the output sizes of both layers.
@@ -294,5 +297,64 @@ fn main() {
     group.finish();
     support::print_ratios(group_name, "bare", &["perfkit", "tower_http"]);
 
+    levels(&mut c, &rt);
     c.final_summary();
+}
+
+/// Speed against ratio on 200 KiB of the app's JSON: brotli by quality, deflate by level on
+/// flate2's zlib-rs backend (perfkit's) and on miniz_oxide (flate2's default backend).
+fn levels(c: &mut criterion::Criterion, rt: &tokio::runtime::Runtime) {
+    let data = json(200 * 1024);
+    let group_name = "compression_levels";
+    let mut group = c.benchmark_group(group_name);
+    group.throughput(Throughput::Bytes(data.len() as u64));
+    let mut sizes = Vec::new();
+    for quality in [1, 3, 4, 5, 6] {
+        let id = format!("br_q{quality}");
+        let layer = perfkit(Encoding::Brotli, quality);
+        let body = data.clone();
+        let service = layer.layer(service_fn(move |_: Request<()>| {
+            let body = body.clone();
+            async move { Ok::<_, Infallible>(response(Full::new(body))) }
+        }));
+        sizes.push((id.clone(), rt.block_on(send(&mut service.clone(), "br"))));
+        group.bench_function(&id, |b| {
+            b.to_async(rt).iter(|| {
+                let mut service = service.clone();
+                async move { black_box(send(&mut service, "br").await) }
+            })
+        });
+    }
+    for level in [1, 2, 3, 6, 9] {
+        let id = format!("zlib_rs_{level}");
+        let compress = |data: &[u8]| {
+            let mut out = Vec::with_capacity(data.len() / 3);
+            let mut state = flate2::Compress::new(flate2::Compression::new(level), true);
+            state
+                .compress_vec(data, &mut out, flate2::FlushCompress::Finish)
+                .unwrap();
+            out.len()
+        };
+        sizes.push((id.clone(), compress(&data)));
+        group.bench_function(&id, |b| b.iter(|| black_box(compress(black_box(&data)))));
+        let id = format!("miniz_oxide_{level}");
+        let compress =
+            |data: &[u8]| miniz_oxide::deflate::compress_to_vec_zlib(data, level as u8).len();
+        sizes.push((id.clone(), compress(&data)));
+        group.bench_function(&id, |b| b.iter(|| black_box(compress(black_box(&data)))));
+    }
+    group.finish();
+    println!(
+        "\n{group_name}: MB/s of input and output / input, {} bytes of JSON",
+        data.len()
+    );
+    for (id, size) in &sizes {
+        if let Some(ns) = support::estimate_ns(group_name, id) {
+            println!(
+                "  {id:<16} {:>8.1} MB/s  ratio {:.3}",
+                data.len() as f64 / ns * 1e3,
+                *size as f64 / data.len() as f64
+            );
+        }
+    }
 }
