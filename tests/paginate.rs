@@ -574,6 +574,16 @@ async fn each_count_strategy_agrees_with_count_star() {
     }
 }
 
+/// What is asked, of which keyset, with which filter, and the cause expected (any when
+/// `None`).
+type BadCursor<'k> = (
+    &'static str,
+    &'k Keyset,
+    Option<i64>,
+    KeysetParams,
+    Option<CursorError>,
+);
+
 #[tokio::test]
 async fn every_invalid_cursor_is_a_400_without_sql() {
     for subject in subjects("every_invalid_cursor_is_a_400").await {
@@ -607,13 +617,7 @@ async fn every_invalid_cursor_is_a_400_without_sql() {
             .cursor_key(key.clone())
             .build()
             .unwrap();
-        let cases: Vec<(
-            &str,
-            &Keyset,
-            Option<i64>,
-            KeysetParams,
-            Option<CursorError>,
-        )> = vec![
+        let cases: Vec<BadCursor<'_>> = vec![
             (
                 "tampered",
                 &keyset,
