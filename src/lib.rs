@@ -157,7 +157,8 @@ pub use env::EnvError;
     feature = "sqlite",
     feature = "rate-limit",
     feature = "cache",
-    feature = "serve"
+    feature = "serve",
+    feature = "paginate"
 ))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

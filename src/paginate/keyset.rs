@@ -245,7 +245,8 @@ pub struct KeysetPage<T> {
     /// The cursor of the page after this one (give it as `after`); `None` at the end.
     pub next_cursor: Option<String>,
     /// The cursor of the page before this one (give it as `before`); `None` on the first
-    /// page.
+    /// page, and on an empty page read `after` a cursor (the end was reached, or every row
+    /// past the cursor was deleted): the client goes back to the page it came from.
     pub prev_cursor: Option<String>,
     /// Whether more rows follow in the direction this page was read: after it for a first
     /// or `after` page, before it for a `before` page.

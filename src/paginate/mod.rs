@@ -106,9 +106,16 @@
 //! # Cost
 //!
 //! `benches/paginate.rs` measures each path beside hand-written sqlx on PostgreSQL over
-//! loopback (BENCHMARKS.md, "Pagination"). OFFSET grows with depth; the keyset page stays
-//! flat. The count dominates an offset page: `Exact` and `Inline` scan every matching row,
-//! `Estimated` and `None` read none.
+//! loopback, 100 000 rows, pages of 50 (BENCHMARKS.md, "Pagination"): perfkit's offset
+//! pages are within 1.04x of hand-written `LIMIT`/`OFFSET`, its keyset pages within 1.1x
+//! of a hand-written seek. OFFSET grows with depth (0.17 ms at page 1, 15.9 ms at page
+//! 1000 on that machine); the keyset page stays flat (0.19 to 0.21 ms).
+//!
+//! The count dominates an offset page: `Exact` adds what a `COUNT(*)` of the matching rows
+//! costs (2.9 ms over 100 000 rows there), `Estimated` one `EXPLAIN` round trip (0.09 ms),
+//! `None` one row (0.015 ms). `Inline` is the slowest where an index serves the order
+//! (56 ms there): the window makes the database read and sort every matching row before
+//! the `LIMIT`. Prefer it only when the page query reads every matching row anyway.
 
 mod cursor;
 mod error;

@@ -14,8 +14,11 @@ pub enum Count {
     /// with the page on a second pooled connection (in turn on a one-connection pool such
     /// as in-memory SQLite). Exact, and costs a scan of every matching row.
     Exact,
-    /// `COUNT(*) OVER ()` added to the page query: one statement, one connection, but the
-    /// database still counts every matching row. A page past the end has no row to carry
+    /// `COUNT(*) OVER ()` added to the page query: one statement, one connection. The
+    /// window makes the database read (and sort) every matching row before the `LIMIT`,
+    /// so where an index serves the order this is far slower than [`Exact`](Self::Exact)
+    /// (56 ms against 3 ms over 100 000 rows in BENCHMARKS.md); it pays only where the
+    /// page query reads every matching row anyway. A page past the end has no row to carry
     /// the total, so it falls back to [`Exact`](Self::Exact). Not for `SELECT DISTINCT`
     /// queries, whose window would count rows before they are made distinct.
     Inline,

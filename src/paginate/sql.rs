@@ -212,6 +212,7 @@ mod private {
 }
 
 /// `Ops` for one database: everything but the row estimate is the same code for both.
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
 macro_rules! backend {
     ($db:ty, $estimate:item) => {
         impl Backend for $db {}
