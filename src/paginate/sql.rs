@@ -173,8 +173,6 @@ pub(super) fn is_identifier(name: &str) -> bool {
 /// Sealed: the crate implements it for `sqlx::Postgres` and `sqlx::Sqlite`.
 pub trait Backend: private::Ops {}
 
-pub(super) use private::Ops;
-
 mod private {
     use super::*;
 
@@ -218,7 +216,7 @@ macro_rules! backend {
         impl Backend for $db {}
 
         #[allow(private_interfaces)]
-        impl Ops for $db {
+        impl private::Ops for $db {
             fn push_int(query: &mut QueryBuilder<Self>, value: i64) {
                 query.push_bind(value);
             }
