@@ -6,7 +6,7 @@
 //! | --- | --- | --- |
 //! | `PORT` | `3000` | port to listen on, on 127.0.0.1 |
 //! | `REQUEST_TIMEOUT_MS` | `30000` | request deadline in milliseconds |
-//! | `DATABASE_URL` | SQLite in memory | PostgreSQL (`postgres://…`) or SQLite (`sqlite:…`) |
+//! | `DATABASE_URL` | SQLite in memory | PostgreSQL (`postgres://…`) or SQLite (`sqlite:…`); the `users` and `user_progress` tables are created and seeded there on start when empty |
 //! | `DB_POOL_SIZE`, `DB_MAX_OVERFLOW`, `DB_POOL_TIMEOUT`, `DB_POOL_RECYCLE`, `DB_QUERY_TIMEOUT` | see `perfkit::pool` | PostgreSQL pool knobs |
 //! | `REDIS_URL`, `REDIS_MAX_CONNECTIONS` | unset: no Redis | Redis handle; also the rate limiter's shared store |
 //! | `RATE_LIMIT` | `100/minute` | requests per client, such as `10/second, 1000/hour` |
@@ -20,6 +20,7 @@
 //! | `COMPRESSION_LEVEL` | `6` | gzip and deflate level, 0–9 (brotli uses quality 4) |
 //! | `USE_BROTLI` | `true` | offer brotli (preferred over gzip and deflate when the client accepts it) |
 //! | `MAX_CONNECTIONS` | `512` | open connections at most; past it new ones wait in the listen backlog. Keep it below `ulimit -n` |
+//! | `PAGINATION_SECRET` | random per process | key (at least 32 bytes) signing the cursors of `GET /users/keyset`; set it so cursors survive restarts and work across instances |
 //! | `RUST_LOG` | `info` | log filter |
 //!
 //! | route | answer |
@@ -34,6 +35,8 @@
 //! | `GET /metrics/cache` | cache statistics: hits, misses, stale serves, errors, lookup latency |
 //! | `GET /health` | health report from the background checks (database, Redis) |
 //! | `GET /health/ready`, `/health/live`, `/health/pools` | readiness, liveness, pool statistics |
+//! | `GET /users?page=&page_size=&is_active=` | a page of the 10 000 seeded users by id (`page_size` 20 by default, at most 100), its exact total, first/prev/next/last links in the body and a `Link` header; an invalid parameter gets `400` with a JSON body |
+//! | `GET /users/keyset?after=&before=&limit=&sort=created_at\|-created_at` | a keyset page of users by `created_at` then `id`, with signed `next_cursor` / `prev_cursor` and a `Link` header; a changed or foreign cursor gets `400` with a JSON body |
 //!
 //! Every response carries `X-Process-Time` and `Server-Timing`; a request over its deadline
 //! is answered `504` with a JSON body; requests slower than one second are logged. Bodies
@@ -68,6 +71,15 @@ use perfkit::{
 };
 use serde::{Deserialize, Serialize};
 
+#[path = "axum_app/seed.rs"]
+mod seed;
+/// The test harness of the integration tests (services from `DATABASE_URL`, a schema per test).
+#[cfg(test)]
+#[path = "../tests/support/mod.rs"]
+mod support;
+#[path = "axum_app/users.rs"]
+mod users;
+
 /// What the app reads from the environment.
 #[derive(Debug)]
 pub(crate) struct Config {
@@ -88,6 +100,8 @@ pub(crate) struct Config {
     pub(crate) rate_limit: RateLimitLayer<ClientIp>,
     /// `COMPRESSION_MIN_SIZE`, `COMPRESSION_LEVEL` and `USE_BROTLI`.
     pub(crate) compression: CompressionLayer,
+    /// `PAGINATION_SECRET`, or a random key of this process.
+    pub(crate) cursor_key: perfkit::paginate::CursorKey,
 }
 
 /// The database the app's pool connects to.
@@ -133,6 +147,7 @@ impl Config {
             cache: CacheBuilder::from_env()?,
             rate_limit: RateLimitLayer::from_env()?,
             compression: CompressionLayer::from_env()?,
+            cursor_key: perfkit::paginate::CursorKey::from_env()?,
         })
     }
 
@@ -153,6 +168,7 @@ impl Config {
             )
             .key(ClientIp::new(TrustedProxies::none())),
             compression: CompressionLayer::new(),
+            cursor_key: perfkit::paginate::CursorKey::random(),
         }
     }
 }
@@ -182,24 +198,32 @@ struct AppState {
     cache: Cache,
 }
 
-/// The router with every layer applied, as served by `main`: builds the pools, runs the
-/// health checks once, and starts them in the background.
+/// The router with every layer applied, as served by `main`: builds the pools, seeds the
+/// database, runs the health checks once, and starts them in the background.
 pub(crate) async fn app(config: Config) -> Result<Router, Box<dyn Error>> {
     let mut health = HealthMonitor::builder().interval(config.health_interval);
-    match config.database {
+    let (db, seeding) = match config.database {
         Database::Postgres(builder) => {
             let pool = builder.application_name("perfkit-axum-app").build().await?;
+            let seeding = seed::postgres(&pool).await?;
+            let stats = pool.clone();
             health = health
                 .check(SqlCheck::from(&pool))
-                .pools("database", move || pool.stats());
+                .pools("database", move || stats.stats());
+            (users::Db::Postgres(pool), seeding)
         }
         Database::Sqlite(builder) => {
             let pool = builder.build().await?;
+            let seeding = seed::sqlite(&pool).await?;
+            let stats = pool.clone();
             health = health
                 .check(SqlCheck::from(&pool))
-                .pools("database", move || pool.stats());
+                .pools("database", move || stats.stats());
+            (users::Db::Sqlite(pool), seeding)
         }
-    }
+    };
+    tracing::info!(ms = seeding.as_millis() as u64, "database seeded");
+    let users = users::Users::new(db, config.cursor_key)?;
     let mut rate_limit = config.rate_limit;
     if let Some(builder) = config.redis {
         let redis: RedisHandle = builder.build().await?;
@@ -219,6 +243,7 @@ pub(crate) async fn app(config: Config) -> Result<Router, Box<dyn Error>> {
 
     let timing = TimingLayer::new().server_timing(true);
     Ok(routes(timing.stats(), cache)
+        .merge(users::routes(users))
         .nest_service("/health", health.service())
         .layer(rate_limit.per_route(ExemptOps))
         .layer(config.timeout)
@@ -1196,5 +1221,275 @@ mod tests {
         )
         .await;
         assert_eq!(status, 429);
+    }
+
+    // ===== Pagination =====
+
+    use super::support;
+
+    /// `config` with a rate limit no walk through every page reaches.
+    fn unlimited(mut config: Config) -> Config {
+        config.rate_limit = config.rate_limit.default_policy(
+            "1000000/minute"
+                .parse::<perfkit::rate_limit::Policy>()
+                .unwrap(),
+        );
+        config
+    }
+
+    async fn get_json(
+        app: &Router,
+        uri: &str,
+    ) -> (http::StatusCode, http::HeaderMap, serde_json::Value) {
+        let (status, headers, body) = get(app, uri).await;
+        let json = serde_json::from_slice(&body)
+            .unwrap_or_else(|e| panic!("{uri}: {e}: {}", String::from_utf8_lossy(&body)));
+        (status, headers, json)
+    }
+
+    fn ids(page: &serde_json::Value) -> Vec<i64> {
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["id"].as_i64().unwrap())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn seeding_fills_both_tables_once_with_duplicate_instants() {
+        let pool = SqlitePoolBuilder::new("sqlite::memory:")
+            .build()
+            .await
+            .unwrap();
+        seed::sqlite(&pool).await.unwrap();
+        seed::sqlite(&pool).await.unwrap();
+        let count = |sql: &'static str| {
+            let pool = pool.clone();
+            async move {
+                sqlx::query_scalar::<_, i64>(sql)
+                    .fetch_one(&*pool)
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(
+            count("SELECT COUNT(*) FROM users").await,
+            seed::USERS,
+            "seeded once"
+        );
+        assert_eq!(
+            count("SELECT COUNT(*) FROM user_progress").await,
+            seed::PROGRESS
+        );
+        let instants = count("SELECT COUNT(DISTINCT created_at) FROM users").await;
+        assert!(
+            instants < seed::USERS / 2,
+            "{instants} distinct created_at: duplicates on purpose"
+        );
+        assert_eq!(
+            count("SELECT COUNT(*) FROM (SELECT user_id FROM user_progress GROUP BY user_id HAVING COUNT(*) = 10) AS t").await,
+            seed::USERS,
+            "every user has ten progress rows"
+        );
+        assert_eq!(
+            count("SELECT COUNT(*) FROM users WHERE is_active").await,
+            8_000
+        );
+        let index: i64 =
+            count("SELECT COUNT(*) FROM sqlite_master WHERE name = 'user_progress_user_id'").await;
+        assert_eq!(index, 1);
+    }
+
+    /// What `GET /users` and `GET /users/keyset` must do on any database.
+    async fn users_routes_page_every_user_once(app: &Router, name: &str) {
+        let (status, headers, page) =
+            get_json(app, "/users?page=2&page_size=50&is_active=true").await;
+        assert_eq!(status, 200, "{name}: {page}");
+        assert_eq!(
+            (page["total"].as_u64(), page["total_pages"].as_u64()),
+            (Some(8_000), Some(160)),
+            "{name}"
+        );
+        assert_eq!(ids(&page).len(), 50);
+        assert!(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|u| u["is_active"] == true)
+        );
+        assert!(ids(&page).windows(2).all(|w| w[0] < w[1]));
+        let link = headers[header::LINK].to_str().unwrap();
+        assert!(
+            link.contains("</users?is_active=true&page=3&page_size=50>; rel=\"next\""),
+            "{link}"
+        );
+        assert!(
+            link.contains("</users?is_active=true&page=160&page_size=50>; rel=\"last\""),
+            "{link}"
+        );
+        assert_eq!(
+            page["links"]["prev"],
+            "/users?is_active=true&page=1&page_size=50"
+        );
+
+        // Every page by offset: each user once, in id order.
+        let mut seen = Vec::new();
+        let mut next = Some("/users?page_size=100".to_owned());
+        while let Some(uri) = next {
+            let (status, _, page) = get_json(app, &uri).await;
+            assert_eq!(status, 200, "{name} {uri}");
+            seen.extend(ids(&page));
+            next = page["links"]["next"].as_str().map(str::to_owned);
+        }
+        assert_eq!(seen, (1..=10_000).collect::<Vec<_>>(), "{name}");
+        let (_, _, past) = get_json(app, "/users?page=101&page_size=100").await;
+        assert_eq!(
+            (
+                ids(&past).len(),
+                past["total"].as_u64(),
+                past["has_next"].as_bool()
+            ),
+            (0, Some(10_000), Some(false))
+        );
+
+        // Every keyset page, newest first, then back again.
+        let mut forward: Vec<Vec<i64>> = Vec::new();
+        let mut last_page = serde_json::Value::Null;
+        let mut previous_instant = String::from("~");
+        let mut next = Some("/users/keyset?limit=100&sort=-created_at".to_owned());
+        while let Some(uri) = next {
+            let (status, headers, page) = get_json(app, &uri).await;
+            assert_eq!(status, 200, "{name} {uri}: {page}");
+            for user in page["items"].as_array().unwrap() {
+                let instant = user["created_at"].as_str().unwrap().to_owned();
+                assert!(instant <= previous_instant, "{name}: newest first");
+                previous_instant = instant;
+            }
+            forward.push(ids(&page));
+            next = page["links"]["next"].as_str().map(str::to_owned);
+            if next.is_some() {
+                assert!(
+                    headers[header::LINK]
+                        .to_str()
+                        .unwrap()
+                        .contains("rel=\"next\"")
+                );
+            }
+            last_page = page;
+        }
+        let all: Vec<i64> = forward.concat();
+        let unique: std::collections::HashSet<i64> = all.iter().copied().collect();
+        assert_eq!(
+            (all.len(), unique.len()),
+            (10_000, 10_000),
+            "{name}: every user once"
+        );
+        let mut backward = vec![ids(&last_page)];
+        let mut prev = last_page["links"]["prev"].as_str().map(str::to_owned);
+        while let Some(uri) = prev {
+            let (status, _, page) = get_json(app, &uri).await;
+            assert_eq!(status, 200, "{name} {uri}");
+            backward.push(ids(&page));
+            prev = page["links"]["prev"].as_str().map(str::to_owned);
+        }
+        backward.reverse();
+        assert_eq!(backward, forward, "{name}: the same pages backwards");
+
+        // Oldest first is the other order; its cursors belong to it alone.
+        let (_, _, oldest) = get_json(app, "/users/keyset?limit=3").await;
+        let first = oldest["items"][0]["created_at"].as_str().unwrap();
+        assert!(first <= oldest["items"][2]["created_at"].as_str().unwrap());
+        let cursor = oldest["next_cursor"].as_str().unwrap();
+        let (status, _, body) = get_json(
+            app,
+            &format!("/users/keyset?sort=-created_at&after={cursor}"),
+        )
+        .await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (http::StatusCode::BAD_REQUEST, Some("invalid_cursor")),
+            "{body}"
+        );
+        assert!(
+            body["message"].as_str().unwrap().contains("another query"),
+            "{body}"
+        );
+    }
+
+    #[tokio::test]
+    async fn users_are_paged_by_offset_and_keyset_on_sqlite() {
+        let app = app(unlimited(Config::embedded(Duration::from_secs(30))))
+            .await
+            .unwrap();
+        users_routes_page_every_user_once(&app, "sqlite").await;
+    }
+
+    #[tokio::test]
+    async fn users_are_paged_by_offset_and_keyset_on_postgres() {
+        let Some(db) = support::postgres("axum_app_users_on_postgres").await else {
+            return;
+        };
+        let mut config = unlimited(Config::embedded(Duration::from_secs(30)));
+        config.database =
+            Database::Postgres(PgPoolBuilder::from_options(db.connect_options()).pool_size(2));
+        let app = app(config).await.unwrap();
+        users_routes_page_every_user_once(&app, "postgres").await;
+    }
+
+    #[tokio::test]
+    async fn invalid_pagination_parameters_get_400_with_a_json_body() {
+        let app = app(unlimited(Config::embedded(Duration::from_secs(30))))
+            .await
+            .unwrap();
+        let (_, _, page) = get_json(&app, "/users/keyset?limit=2").await;
+        let cursor = page["next_cursor"].as_str().unwrap().to_owned();
+        let mut tampered = cursor.clone().into_bytes();
+        tampered[10] = if tampered[10] == b'x' { b'y' } else { b'x' };
+        let tampered = String::from_utf8(tampered).unwrap();
+        let long = "A".repeat(5_000);
+        let cases = [
+            ("/users?page=0", "invalid_page"),
+            ("/users?page=-1", "invalid_page"),
+            ("/users?page=abc", "invalid_page"),
+            ("/users?page=99999999999999999999", "invalid_page"),
+            ("/users?page_size=0", "invalid_page_size"),
+            ("/users?page_size=101", "invalid_page_size"),
+            ("/users?page_size=1e9", "invalid_page_size"),
+            ("/users?page=100000", "page_too_deep"),
+            ("/users?is_active=maybe", "invalid_query"),
+            ("/users/keyset?limit=0", "invalid_limit"),
+            ("/users/keyset?limit=abc", "invalid_limit"),
+            ("/users/keyset?sort=name", "invalid_query"),
+            ("/users/keyset?after=a&before=b", "invalid_cursor"),
+            (
+                "/users/keyset?after=%27%3B%20DROP%20TABLE%20users",
+                "invalid_cursor",
+            ),
+            (
+                &*format!("/users/keyset?after={tampered}"),
+                "invalid_cursor",
+            ),
+            (
+                &*format!("/users/keyset?after={}", &cursor[..cursor.len() - 4]),
+                "invalid_cursor",
+            ),
+            (&*format!("/users/keyset?before={cursor}"), "invalid_cursor"),
+            (&*format!("/users/keyset?after={long}"), "invalid_cursor"),
+        ];
+        for (uri, code) in cases {
+            let (status, headers, body) = get_json(&app, uri).await;
+            assert_eq!(status, 400, "{uri}: {body}");
+            assert_eq!(headers[header::CONTENT_TYPE], "application/json", "{uri}");
+            assert_eq!(body["error"], code, "{uri}: {body}");
+            let message = body["message"].as_str().unwrap();
+            assert!(
+                !message.contains("SELECT") && !message.contains("users"),
+                "{uri}: {message}"
+            );
+        }
+        let (status, _, _) = get_json(&app, "/users?page=1").await;
+        assert_eq!(status, 200, "the table survived");
     }
 }

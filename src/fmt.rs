@@ -6,7 +6,7 @@
 ///
 /// For quoting text that came from outside (a header, a server's reply, a configuration
 /// value) in a message or an error without letting it grow the message without bound.
-#[cfg(any(feature = "health", feature = "rate-limit"))]
+#[cfg(any(feature = "health", feature = "rate-limit", feature = "paginate"))]
 pub(crate) fn truncate_at_char_boundary(text: &str, max: usize) -> &str {
     &text[..text.floor_char_boundary(max)]
 }

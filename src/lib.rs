@@ -13,6 +13,7 @@
 //! | [`cache`] | `cache` | typed cache over memory, Redis and tiered (in-process L1, Redis L2) backends: O(1) tag invalidation by epochs, single-flight, stale-while-revalidate, early refresh, stats |
 //! | [`health`] | `health` | checks run in the background; `/health`, `/health/ready`, `/health/live`, `/health/pools` answered without I/O |
 //! | [`compression`] | `compression-br`, `compression-gzip` | brotli-first, gzip and deflate fallback response compression: RFC 9110 negotiation, skip rules that never break a response, an in-memory path with exact `Content-Length`, streams flushed as they come, bounded work per poll |
+//! | [`paginate`] | `paginate` | page/offset pagination with a choice of count (exact, inline, estimated, none) and RFC 8288 links; keyset pagination with HMAC-signed cursors, over sqlx on PostgreSQL and SQLite |
 //! | [`serve`](mod@serve) | `serve` | serves any tower HTTP service over TCP (hyper 1, HTTP/1 and HTTP/2) with header-read, idle and write-stall timeouts, a connection bound, accept errors that never end the server, peer addresses for the rate limiter, graceful shutdown |
 //!
 //! Every layer is generic over request and response bodies and keeps the inner service's
@@ -61,6 +62,8 @@
 //!   tiered backends.
 //! - `health`: [`health`], background checks and the health service.
 //! - `serve`: [`serve`](mod@serve), the hardened TCP server over hyper and hyper-util.
+//! - `paginate`: [`paginate`], page/offset and keyset pagination over sqlx queries; with
+//!   `postgres` and/or `sqlite` for the databases it runs on, with `axum` for its extractors.
 //! - `axum`: route templates from axum's `MatchedPath` for the timing statistics, and
 //!   client addresses from axum's `ConnectInfo` for the rate limiter.
 //! - `full`: every feature.
@@ -79,7 +82,8 @@ mod env;
     feature = "timeout",
     feature = "postgres",
     feature = "sqlite",
-    feature = "redis"
+    feature = "redis",
+    feature = "paginate"
 ))]
 mod fmt;
 #[cfg(any(
@@ -90,7 +94,12 @@ mod fmt;
     feature = "cache"
 ))]
 mod histogram;
-#[cfg(any(feature = "cache", feature = "rate-limit", feature = "serve"))]
+#[cfg(any(
+    feature = "cache",
+    feature = "rate-limit",
+    feature = "serve",
+    feature = "paginate"
+))]
 mod log_gate;
 #[cfg(any(feature = "timing", feature = "rate-limit", feature = "cache"))]
 mod short_text;
@@ -138,6 +147,10 @@ pub mod cache;
 #[cfg_attr(docsrs, doc(cfg(feature = "serve")))]
 pub mod serve;
 
+#[cfg(feature = "paginate")]
+#[cfg_attr(docsrs, doc(cfg(feature = "paginate")))]
+pub mod paginate;
+
 #[cfg(feature = "serve")]
 #[cfg_attr(docsrs, doc(cfg(feature = "serve")))]
 #[doc(inline)]
@@ -154,7 +167,8 @@ pub use env::EnvError;
     feature = "sqlite",
     feature = "rate-limit",
     feature = "cache",
-    feature = "serve"
+    feature = "serve",
+    feature = "paginate"
 ))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
