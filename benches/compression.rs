@@ -307,17 +307,25 @@ fn levels(c: &mut criterion::Criterion, rt: &tokio::runtime::Runtime) {
     let data = json(200 * 1024);
     let group_name = "compression_levels";
     let mut group = c.benchmark_group(group_name);
-    group.throughput(Throughput::Bytes(data.len() as u64));
+    // (variant, output bytes, input bytes)
     let mut sizes = Vec::new();
-    for quality in [1, 3, 4, 5, 6] {
-        let id = format!("br_q{quality}");
+    let small = json(8 * 1024);
+    let rows = [1, 3, 4, 5, 6]
+        .map(|q| (format!("br_q{q}"), q, data.clone()))
+        .into_iter()
+        .chain([4, 5].map(|q| (format!("br_q{q}_8k"), q, small.clone())));
+    for (id, quality, body) in rows {
         let layer = perfkit(Encoding::Brotli, quality);
-        let body = data.clone();
+        let input = body.len();
         let service = layer.layer(service_fn(move |_: Request<()>| {
             let body = body.clone();
             async move { Ok::<_, Infallible>(response(Full::new(body))) }
         }));
-        sizes.push((id.clone(), rt.block_on(send(&mut service.clone(), "br"))));
+        sizes.push((
+            id.clone(),
+            rt.block_on(send(&mut service.clone(), "br")),
+            input,
+        ));
         group.bench_function(&id, |b| {
             b.to_async(rt).iter(|| {
                 let mut service = service.clone();
@@ -335,25 +343,23 @@ fn levels(c: &mut criterion::Criterion, rt: &tokio::runtime::Runtime) {
                 .unwrap();
             out.len()
         };
-        sizes.push((id.clone(), compress(&data)));
+        sizes.push((id.clone(), compress(&data), data.len()));
         group.bench_function(&id, |b| b.iter(|| black_box(compress(black_box(&data)))));
         let id = format!("miniz_oxide_{level}");
         let compress =
             |data: &[u8]| miniz_oxide::deflate::compress_to_vec_zlib(data, level as u8).len();
-        sizes.push((id.clone(), compress(&data)));
+        sizes.push((id.clone(), compress(&data), data.len()));
         group.bench_function(&id, |b| b.iter(|| black_box(compress(black_box(&data)))));
     }
     group.finish();
-    println!(
-        "\n{group_name}: MB/s of input and output / input, {} bytes of JSON",
-        data.len()
-    );
-    for (id, size) in &sizes {
+    println!("\n{group_name}: MB/s of input and output / input (200 KiB of JSON; _8k: 8 KiB)");
+    for (id, size, input) in &sizes {
         if let Some(ns) = support::estimate_ns(group_name, id) {
             println!(
-                "  {id:<16} {:>8.1} MB/s  ratio {:.3}",
-                data.len() as f64 / ns * 1e3,
-                *size as f64 / data.len() as f64
+                "  {id:<16} {:>8.1} MB/s  {:>9.1} µs  ratio {:.3}",
+                *input as f64 / ns * 1e3,
+                ns / 1e3,
+                *size as f64 / *input as f64
             );
         }
     }

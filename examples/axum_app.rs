@@ -17,7 +17,7 @@
 //! | `HEADER_READ_TIMEOUT_SECS` | `10` | seconds a connection may take to send a request head, and may sit idle between keep-alive requests (one timer in hyper); `0` disables |
 //! | `WRITE_TIMEOUT_SECS` | `30` | seconds a response write may make no progress (the client stopped reading) before the connection is closed; `0` disables |
 //! | `COMPRESSION_MIN_SIZE` | `1024` | bodies smaller than this many bytes are sent uncompressed |
-//! | `COMPRESSION_LEVEL` | `6` | gzip and deflate level, 0–9 (brotli uses quality 4) |
+//! | `COMPRESSION_LEVEL` | `6` | gzip and deflate level, 0–9 (brotli uses quality 5) |
 //! | `USE_BROTLI` | `true` | offer brotli (preferred over gzip and deflate when the client accepts it) |
 //! | `MAX_CONNECTIONS` | `512` | open connections at most; past it new ones wait in the listen backlog. Keep it below `ulimit -n` |
 //! | `PAGINATION_SECRET` | random per process | key (at least 32 bytes) signing the cursors of `GET /users/keyset`; set it so cursors survive restarts and work across instances |

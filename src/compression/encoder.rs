@@ -69,9 +69,12 @@ impl Encoder {
                     BrotliEncoderStateStruct::new(brotli::enc::StandardAlloc::default());
                 state.set_parameter(BrotliEncoderParameter::BROTLI_PARAM_QUALITY, level.min(11));
                 // Brotli windows go from 2^10 to 2^24 bytes; 2^22 is the library default.
+                // From quality 5 a window of 2^16 or less selects a chained hasher whose set-up
+                // alone takes hundreds of microseconds: those qualities keep 2^17 at least.
+                let min_window = if level >= 5 { 17 } else { 10 };
                 state.set_parameter(
                     BrotliEncoderParameter::BROTLI_PARAM_LGWIN,
-                    window_bits(size, 10, 22),
+                    window_bits(size, min_window, 22),
                 );
                 state.set_parameter(
                     BrotliEncoderParameter::BROTLI_PARAM_MODE,

@@ -16,9 +16,9 @@ pub const DEFAULT_MIN_SIZE: u64 = 1024;
 /// unknown-length bodies are compressed as a stream.
 pub const DEFAULT_IN_MEMORY_LIMIT: u64 = 512 * 1024;
 
-/// The default brotli quality: 4 (0–11). See the [module docs](super#levels) for the
-/// measurements behind it.
-pub const DEFAULT_BROTLI_QUALITY: u32 = 4;
+/// The default brotli quality: 5 (0–11), the lowest at which brotli's output is smaller
+/// than gzip 6's on JSON. See the [module docs](super#levels) for the measurements.
+pub const DEFAULT_BROTLI_QUALITY: u32 = 5;
 
 /// The default gzip and deflate level: 6 (0–9), zlib's own default (`COMPRESSION_LEVEL`).
 pub const DEFAULT_GZIP_LEVEL: u32 = 6;
