@@ -108,8 +108,9 @@ impl Encoder {
         let encoding = self.encoding;
         let fail = |reason| EncodeError { encoding, reason };
         // Room for the output of one call: compressed JSON is a quarter of its input or
-        // less; the loops grow the buffer when a call fills it.
-        let room = (input.len() / 4).clamp(256, 64 * 1024);
+        // less, and a flush or the end can release a whole buffered block; the loops grow
+        // the buffer when a call fills it.
+        let room = (input.len() / 4).clamp(4096, 64 * 1024);
         match &mut self.codec {
             #[cfg(feature = "compression-gzip")]
             Codec::Flate(compress) => {
