@@ -22,6 +22,39 @@ pub(crate) struct Stored {
     pub(crate) etag: Bytes,
     /// When the entry was computed, on [`now_ms`](crate::cache::now_ms)'s clock (for `Age`).
     pub(crate) stored_at_ms: u64,
+    /// Whether compressed variants may be served (decided from the response when stored).
+    #[serde(default)]
+    pub(crate) compressible: bool,
+}
+
+/// A compressed variant of an entry's body, stored under a key naming the coding and the
+/// entry's `ETag`, so it can only ever be served beside the body it was made from.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Variant {
+    pub(crate) body: Bytes,
+}
+
+/// The key of an entry's variant in `coding`.
+pub(crate) fn variant_key(key: &str, coding: &str, etag: &[u8]) -> String {
+    let mut variant = String::with_capacity(key.len() + coding.len() + etag.len() + 4);
+    variant.push_str(key);
+    variant.push_str("\n~");
+    variant.push_str(coding);
+    variant.push('\u{1}');
+    variant.push_str(&String::from_utf8_lossy(etag));
+    variant
+}
+
+/// The `ETag` of a variant: a strong `"v"` becomes `"v-br"`, one per coding; a weak one
+/// stays as it is (it already says "equivalent, not identical").
+pub(crate) fn variant_etag(etag: &[u8], coding: &str) -> Bytes {
+    if etag.starts_with(b"W/") {
+        return Bytes::copy_from_slice(etag);
+    }
+    match etag.strip_suffix(b"\"") {
+        Some(open) => Bytes::from([open, b"-", coding.as_bytes(), b"\""].concat()),
+        None => Bytes::copy_from_slice(etag),
+    }
 }
 
 impl Serialize for CachedResponse {
@@ -51,7 +84,13 @@ fn is_unstored(name: &HeaderName) -> bool {
 }
 
 impl Stored {
-    pub(crate) fn new(status: u16, headers: &HeaderMap, body: Bytes, now_ms: u64) -> Self {
+    pub(crate) fn new(
+        status: u16,
+        headers: &HeaderMap,
+        body: Bytes,
+        now_ms: u64,
+        compressible: bool,
+    ) -> Self {
         let mut kept: Vec<(String, Bytes)> = headers
             .iter()
             .filter(|(name, _)| !is_unstored(name))
@@ -76,6 +115,7 @@ impl Stored {
             body,
             etag,
             stored_at_ms: now_ms,
+            compressible,
         }
     }
 

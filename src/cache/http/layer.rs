@@ -35,6 +35,8 @@ pub(crate) struct Config {
     pub(crate) wait: Duration,
     pub(crate) stats: ResponseCacheStats,
     pub(crate) wait_log: LogGate,
+    #[cfg(feature = "_compression")]
+    pub(crate) variants: Option<super::variant::Variants>,
 }
 
 /// Caches whole `GET` responses in a [`Cache`]; see the [module docs](super).
@@ -63,6 +65,8 @@ impl Clone for Config {
             wait: self.wait,
             stats: self.stats.clone(),
             wait_log: LogGate::new(LOG_INTERVAL),
+            #[cfg(feature = "_compression")]
+            variants: self.variants.clone(),
         }
     }
 }
@@ -107,6 +111,8 @@ impl ResponseCacheLayer {
                 wait: DEFAULT_WAIT,
                 stats,
                 wait_log: LogGate::new(LOG_INTERVAL),
+                #[cfg(feature = "_compression")]
+                variants: Some(super::variant::Variants::default()),
             },
         }
     }
@@ -211,6 +217,61 @@ impl ResponseCacheLayer {
     /// cache costs at most this much. Defaults to [`DEFAULT_WAIT`] (5 s).
     pub fn wait(mut self, wait: Duration) -> Self {
         self.config.wait = wait;
+        self
+    }
+
+    /// Whether entries get compressed variants, with a compression feature on
+    /// (`compression-br`, `compression-gzip`). Defaults to `true`.
+    ///
+    /// A request whose `Accept-Encoding` prefers brotli or gzip is served the entry's
+    /// variant in that coding, encoded the first time one is asked for at
+    /// [`DEFAULT_VARIANT_BROTLI_QUALITY`](super::DEFAULT_VARIANT_BROTLI_QUALITY) /
+    /// [`DEFAULT_VARIANT_GZIP_LEVEL`](super::DEFAULT_VARIANT_GZIP_LEVEL) and stored beside
+    /// it (same tags), so later hits cost no compression. Bodies below
+    /// [`DEFAULT_VARIANT_MIN_SIZE`](super::DEFAULT_VARIANT_MIN_SIZE), of already-compressed
+    /// types, `no-transform` or marked
+    /// [`NoCompression`](crate::compression::NoCompression) are served as they are.
+    #[cfg(feature = "_compression")]
+    #[cfg_attr(
+        docsrs,
+        doc(cfg(any(feature = "compression-br", feature = "compression-gzip")))
+    )]
+    pub fn precompress(mut self, enabled: bool) -> Self {
+        self.config.variants = enabled.then(super::variant::Variants::default);
+        self
+    }
+
+    /// The brotli quality (0–11) and gzip level (0–9) of stored variants; see
+    /// [`precompress`](Self::precompress). Defaults to 9 and 9.
+    #[cfg(feature = "_compression")]
+    #[cfg_attr(
+        docsrs,
+        doc(cfg(any(feature = "compression-br", feature = "compression-gzip")))
+    )]
+    pub fn precompress_levels(mut self, brotli: u32, gzip: u32) -> Self {
+        self.config.variants = self.config.variants.take().map(|v| v.levels(brotli, gzip));
+        self
+    }
+
+    /// The smallest body given compressed variants; see [`precompress`](Self::precompress).
+    /// Defaults to [`DEFAULT_VARIANT_MIN_SIZE`](super::DEFAULT_VARIANT_MIN_SIZE) (1 KiB).
+    #[cfg(feature = "_compression")]
+    #[cfg_attr(
+        docsrs,
+        doc(cfg(any(feature = "compression-br", feature = "compression-gzip")))
+    )]
+    pub fn precompress_min_size(mut self, bytes: u64) -> Self {
+        self.config.variants = self.config.variants.take().map(|v| v.min_size(bytes));
+        self
+    }
+
+    /// Serves identity bodies only, leaving compression to a layer outside; available
+    /// whatever the features. The same as `precompress(false)`.
+    pub fn no_precompress(mut self) -> Self {
+        #[cfg(feature = "_compression")]
+        {
+            self.config.variants = None;
+        }
         self
     }
 

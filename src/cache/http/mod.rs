@@ -116,6 +116,8 @@ mod service;
 mod stats;
 #[cfg(test)]
 mod tests;
+#[cfg(feature = "_compression")]
+mod variant;
 
 #[doc(inline)]
 pub use self::{
@@ -126,4 +128,14 @@ pub use self::{
         Bypass, MAX_ROUTES, OTHER_ROUTE, ResponseCacheCounts, ResponseCacheSnapshot,
         ResponseCacheStats,
     },
+};
+
+#[cfg(feature = "_compression")]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(any(feature = "compression-br", feature = "compression-gzip")))
+)]
+#[doc(inline)]
+pub use self::variant::{
+    DEFAULT_VARIANT_BROTLI_QUALITY, DEFAULT_VARIANT_GZIP_LEVEL, DEFAULT_VARIANT_MIN_SIZE,
 };

@@ -8,7 +8,7 @@ use std::{
     task::{Context, Poll},
 };
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header, request::Parts};
 use http_body::{Body, Frame};
 use tower_service::Service;
@@ -174,7 +174,8 @@ fn route_label<'a>(config: &Config, parts: &'a Parts) -> Option<&'a str> {
     None
 }
 
-/// The request's validators, kept when the request moves into the computation.
+/// The request's validators and `Accept-Encoding`, kept when the request moves into the
+/// computation.
 #[derive(Default)]
 struct Conditions {
     headers: HeaderMap,
@@ -183,7 +184,11 @@ struct Conditions {
 impl Conditions {
     fn of(headers: &HeaderMap) -> Self {
         let mut kept = HeaderMap::new();
-        for name in [header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE] {
+        for name in [
+            header::IF_NONE_MATCH,
+            header::IF_MODIFIED_SINCE,
+            header::ACCEPT_ENCODING,
+        ] {
             for value in headers.get_all(&name) {
                 kept.append(name.clone(), value.clone());
             }
@@ -191,13 +196,106 @@ impl Conditions {
         Self { headers: kept }
     }
 
-    fn not_modified(&self, stored: &Stored) -> bool {
-        if self.headers.is_empty() {
+    /// Whether the client holds the representation with this `ETag` already.
+    fn not_modified(&self, stored: &Stored, etag: &[u8]) -> bool {
+        if !self.headers.contains_key(header::IF_NONE_MATCH)
+            && !self.headers.contains_key(header::IF_MODIFIED_SINCE)
+        {
             return false;
         }
-        match entry::if_none_match(&self.headers, &stored.etag) {
+        match entry::if_none_match(&self.headers, etag) {
             Some(matched) => matched,
             None => entry::not_modified_since(&self.headers, stored.header(&header::LAST_MODIFIED)),
+        }
+    }
+}
+
+/// The representation of an entry a response carries: the identity body, or a stored
+/// compressed variant.
+struct Chosen {
+    body: Bytes,
+    etag: Bytes,
+    coding: Option<HeaderValue>,
+    /// Whether the answer depends on `Accept-Encoding` (the entry has variants).
+    vary: bool,
+}
+
+impl Chosen {
+    fn identity(config: &Config, stored: &Stored) -> Self {
+        let _ = config;
+        Self {
+            body: stored.body.clone(),
+            etag: stored.etag.clone(),
+            coding: None,
+            #[cfg(feature = "_compression")]
+            vary: stored.compressible && config.variants.is_some(),
+            #[cfg(not(feature = "_compression"))]
+            vary: false,
+        }
+    }
+
+    /// The variant the request's `Accept-Encoding` prefers, encoded and stored on first
+    /// use; the identity body when there is none or the cache does not answer in time.
+    #[cfg(feature = "_compression")]
+    async fn negotiate(
+        config: &Config,
+        key: &str,
+        options: &crate::cache::EntryOptions,
+        conditions: &Conditions,
+        stored: &Stored,
+    ) -> Self {
+        use super::entry::Variant;
+        let identity = Self::identity(config, stored);
+        let Some(variants) = config.variants.as_ref().filter(|_| stored.compressible) else {
+            return identity;
+        };
+        let Some(encoding) = variants.choose(&conditions.headers) else {
+            return identity;
+        };
+        let etag = entry::variant_etag(&stored.etag, encoding.as_str());
+        let coding = Some(encoding.header_value());
+        if conditions.not_modified(stored, &etag) {
+            // A 304 carries no body: no need for the variant.
+            let body = Bytes::new();
+            return Self {
+                body,
+                etag,
+                coding,
+                vary: true,
+            };
+        }
+        let variant_key = entry::variant_key(key, encoding.as_str(), &stored.etag);
+        let (body, variants) = (stored.body.clone(), variants.clone());
+        let compute = move || async move {
+            let encoded =
+                tokio::task::spawn_blocking(move || variants.encode(encoding, &body)).await;
+            match encoded {
+                Ok(Some(body)) => Ok((Variant { body }, None)),
+                _ => Err(NotStored(Bypass::Body)),
+            }
+        };
+        let found = config.cache.get_or_compute_ttl::<Variant, NotStored, _, _>(
+            &variant_key,
+            options.clone(),
+            compute,
+        );
+        match tokio::time::timeout(config.wait, found).await {
+            Ok(Ok((variant, _))) => Self {
+                body: variant.body,
+                etag,
+                coding,
+                vary: true,
+            },
+            _ => {
+                if let Some(held_back) = config.wait_log.open(now_ms()) {
+                    tracing::warn!(
+                        coding = encoding.as_str(),
+                        held_back,
+                        "compressed variant unavailable: serving the identity body"
+                    );
+                }
+                identity
+            }
         }
     }
 }
@@ -226,7 +324,15 @@ where
         return match found {
             Some(Ok(Some(cached))) => {
                 counters.hit();
-                Ok(answer(&cached.0, "HIT", true, &conditions, Some(&counters)))
+                let chosen = Chosen::identity(&config, &cached.0);
+                Ok(answer(
+                    &cached.0,
+                    &chosen,
+                    "HIT",
+                    true,
+                    &conditions,
+                    Some(&counters),
+                ))
             }
             Some(_) => {
                 counters.miss();
@@ -260,7 +366,7 @@ where
     };
     let lookup = config
         .cache
-        .get_or_compute_ttl::<CachedResponse, NotStored, _, _>(&key, options, compute);
+        .get_or_compute_ttl::<CachedResponse, NotStored, _, _>(&key, options.clone(), compute);
     let Some(result) = bounded(&config, &slot, lookup).await else {
         counters.bypass(Bypass::CacheWait);
         return alone(&slot, "MISS").await;
@@ -275,7 +381,18 @@ where
             // A stale-if-error serve leaves the failed answer in the slot: drop it.
             lock(&slot).answer = None;
             let served = source.is_cached().then_some(&*counters);
-            let response = answer(&cached.0, source.x_cache(), false, &conditions, served);
+            #[cfg(feature = "_compression")]
+            let chosen = Chosen::negotiate(&config, &key, &options, &conditions, &cached.0).await;
+            #[cfg(not(feature = "_compression"))]
+            let chosen = Chosen::identity(&config, &cached.0);
+            let response = answer(
+                &cached.0,
+                &chosen,
+                source.x_cache(),
+                false,
+                &conditions,
+                served,
+            );
             if response.status() == StatusCode::NOT_MODIFIED && !source.is_cached() {
                 counters.not_modified();
             }
@@ -440,11 +557,19 @@ where
         return pass(parts, rest, reason);
     }
     let ttl = ttl.or_else(|| entry::response_ttl(&parts.headers));
+    #[cfg(feature = "_compression")]
+    let compressible = config
+        .variants
+        .as_ref()
+        .is_some_and(|variants| variants.compressible(&parts, buffer.len()));
+    #[cfg(not(feature = "_compression"))]
+    let compressible = false;
     let stored = Stored::new(
         parts.status.as_u16(),
         &parts.headers,
         buffer.freeze(),
         now_ms(),
+        compressible,
     );
     Ok((CachedResponse(Arc::new(stored)), ttl))
 }
@@ -454,22 +579,34 @@ where
 /// served (not a fresh computation's answer).
 fn answer<B: Body>(
     stored: &Stored,
+    chosen: &Chosen,
     x_cache: &'static str,
     head: bool,
     conditions: &Conditions,
     from_cache: Option<&Counters>,
 ) -> Response<ResponseCacheBody<B>> {
-    let not_modified = conditions.not_modified(stored);
+    let not_modified = conditions.not_modified(stored, &chosen.etag);
     let mut response = Response::new(if head || not_modified {
         ResponseCacheBody::empty()
     } else {
         if let Some(counters) = from_cache {
-            counters.served(stored.body.len());
+            counters.served(chosen.body.len());
         }
-        ResponseCacheBody::full(stored.body.clone())
+        ResponseCacheBody::full(chosen.body.clone())
     });
     let headers = response.headers_mut();
     stored.write_headers(headers);
+    if let Some(coding) = &chosen.coding {
+        headers.insert(header::CONTENT_ENCODING, coding.clone());
+        headers.remove(header::ACCEPT_RANGES);
+        if let Ok(etag) = HeaderValue::from_maybe_shared(chosen.etag.clone()) {
+            headers.insert(header::ETAG, etag);
+        }
+    }
+    #[cfg(feature = "_compression")]
+    if chosen.vary {
+        crate::compression::future::add_vary(headers);
+    }
     if not_modified {
         if let Some(counters) = from_cache {
             counters.not_modified();
@@ -482,7 +619,7 @@ fn answer<B: Body>(
         *response.status_mut() = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
         response
             .headers_mut()
-            .insert(header::CONTENT_LENGTH, HeaderValue::from(stored.body.len()));
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(chosen.body.len()));
     }
     let headers = response.headers_mut();
     headers.insert("x-cache", HeaderValue::from_static(x_cache));

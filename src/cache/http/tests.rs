@@ -791,3 +791,203 @@ fn route_labels_are_bounded() {
     assert_eq!(snapshot.routes[OTHER_ROUTE].hits, 10);
     let _ = Mutex::new(());
 }
+
+/// Compressed variants, and the two ways of composing with `CompressionLayer`.
+#[cfg(all(feature = "compression-br", feature = "compression-gzip"))]
+mod variants {
+    use super::*;
+    use crate::compression::{CompressionLayer, tests::decode};
+
+    fn json() -> &'static [u8] {
+        let rows: Vec<String> = (0..200)
+            .map(|i| format!(r#"{{"id":{i},"name":"user {i}","active":{}}}"#, i % 3 == 0))
+            .collect();
+        Box::leak(
+            format!("[{}]", rows.join(","))
+                .into_bytes()
+                .into_boxed_slice(),
+        )
+    }
+
+    fn json_app() -> App {
+        let body = json();
+        App::new(move |_| {
+            let mut response = Response::new(Chunks::full(body));
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
+            response
+        })
+    }
+
+    fn accepting(coding: &str) -> Request<()> {
+        with("/a", &[("accept-encoding", coding)])
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn variants_decode_to_the_identity_body_and_are_encoded_once() {
+        let cache = cache();
+        let app = json_app();
+        let service = ServiceBuilder::new()
+            .layer(layer(&cache))
+            .service(app.clone());
+        let identity = get(&service, "/a").await;
+        assert_eq!(identity.headers[header::VARY], "accept-encoding");
+        assert!(identity.headers.get(header::CONTENT_ENCODING).is_none());
+        let identity_etag = identity.headers[header::ETAG].to_str().unwrap().to_owned();
+        for coding in ["br", "gzip"] {
+            for round in 0..3 {
+                let answer = send(&service, accepting(coding)).await;
+                assert_eq!(answer.headers[header::CONTENT_ENCODING], coding);
+                assert_eq!(answer.headers[header::VARY], "accept-encoding");
+                let body = answer.body.clone().unwrap();
+                assert!(
+                    body.len() < json().len() / 2,
+                    "{coding}: {} bytes",
+                    body.len()
+                );
+                assert_eq!(
+                    answer.headers[header::CONTENT_LENGTH],
+                    body.len().to_string()
+                );
+                assert_eq!(
+                    decode(Some(coding), &body),
+                    json(),
+                    "{coding} round {round}"
+                );
+                let etag = answer.headers[header::ETAG].to_str().unwrap();
+                let bare = identity_etag.trim_matches('"');
+                assert_eq!(etag, format!("\"{bare}-{coding}\""));
+                let revalidated = send(
+                    &service,
+                    with(
+                        "/a",
+                        &[("accept-encoding", coding), ("if-none-match", etag)],
+                    ),
+                )
+                .await;
+                assert_eq!(revalidated.status, StatusCode::NOT_MODIFIED);
+            }
+        }
+        assert_eq!(app.runs(), 1);
+        // The entry and one variant per coding: three computations, however many hits.
+        assert_eq!(cache.stats().computations, 3);
+        // A client that takes neither gets identity.
+        let deflate = send(&service, accepting("deflate")).await;
+        assert!(deflate.headers.get(header::CONTENT_ENCODING).is_none());
+        assert_eq!(deflate.body.unwrap(), json());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn small_bodies_and_compressed_types_get_no_variants() {
+        let cache = cache();
+        let service = ServiceBuilder::new()
+            .layer(layer(&cache))
+            .service(App::body(b"tiny"));
+        let answer = send(&service, accepting("br")).await;
+        assert!(answer.headers.get(header::CONTENT_ENCODING).is_none());
+        assert!(answer.headers.get(header::VARY).is_none());
+        let png = App::new(|_| {
+            let mut response = Response::new(Chunks::full(&[0u8; 4096]));
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, "image/png".parse().unwrap());
+            response
+        });
+        let service = ServiceBuilder::new().layer(layer(&cache)).service(png);
+        let answer = send(&service, with("/png", &[("accept-encoding", "br")])).await;
+        assert!(answer.headers.get(header::CONTENT_ENCODING).is_none());
+        let off = ServiceBuilder::new()
+            .layer(layer(&cache).no_precompress())
+            .service(json_app());
+        let answer = send(&off, with("/off", &[("accept-encoding", "br")])).await;
+        assert!(answer.headers.get(header::CONTENT_ENCODING).is_none());
+    }
+
+    /// Collects a response of any body type.
+    async fn collect<B>(response: Response<B>) -> (http::response::Parts, Bytes)
+    where
+        B: Body,
+        B::Error: std::fmt::Debug,
+    {
+        let (parts, body) = response.into_parts();
+        (parts, body.collect().await.unwrap().to_bytes())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_compression_outside_hits_are_not_compressed_again() {
+        let cache = cache();
+        let compression = CompressionLayer::new();
+        let stats = compression.stats();
+        let app = json_app();
+        let service = ServiceBuilder::new()
+            .layer(compression)
+            .layer(layer(&cache))
+            .service(app.clone());
+        for round in 0..3 {
+            let response = service.clone().oneshot(accepting("br")).await.unwrap();
+            let (parts, body) = collect(response).await;
+            assert_eq!(
+                parts.headers[header::CONTENT_ENCODING],
+                "br",
+                "round {round}"
+            );
+            assert_eq!(parts.headers.get_all(header::VARY).iter().count(), 1);
+            assert_eq!(parts.headers[header::VARY], "accept-encoding");
+            assert_eq!(
+                parts.headers[header::CONTENT_LENGTH],
+                body.len().to_string()
+            );
+            assert_eq!(decode(Some("br"), &body), json());
+        }
+        let snapshot = stats.snapshot();
+        assert_eq!(snapshot.br.responses, 0, "{snapshot:?}");
+        assert_eq!(snapshot.skipped.already_encoded, 3, "{snapshot:?}");
+        // A coding the cache does not store is left to the compression layer.
+        let response = service.clone().oneshot(accepting("deflate")).await.unwrap();
+        let (parts, body) = collect(response).await;
+        assert_eq!(parts.headers[header::CONTENT_ENCODING], "deflate");
+        assert_eq!(decode(Some("deflate"), &body), json());
+        assert_eq!(app.runs(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_compression_inside_encoded_responses_are_kept_per_accept_encoding() {
+        let cache = cache();
+        let app = json_app();
+        // Without Accept-Encoding in the key, an encoded response is never stored.
+        let unkeyed = ServiceBuilder::new()
+            .layer(layer(&cache))
+            .layer(CompressionLayer::new())
+            .service(app.clone());
+        for _ in 0..2 {
+            let response = unkeyed.clone().oneshot(accepting("br")).await.unwrap();
+            assert_eq!(response.headers()["x-cache"], "MISS");
+            let (parts, body) = collect(response).await;
+            assert_eq!(decode(Some("br"), &body), json());
+            assert_eq!(parts.headers[header::CONTENT_ENCODING], "br");
+        }
+        let keyed = ServiceBuilder::new()
+            .layer(layer(&cache).vary([header::ACCEPT_ENCODING]))
+            .layer(CompressionLayer::new())
+            .service(app.clone());
+        for coding in ["br", "gzip", "identity"] {
+            for round in 0..2 {
+                let response = keyed.clone().oneshot(accepting(coding)).await.unwrap();
+                let expected = if round == 0 { "MISS" } else { "HIT" };
+                assert_eq!(response.headers()["x-cache"], expected, "{coding}");
+                let (parts, body) = collect(response).await;
+                let encoding = parts
+                    .headers
+                    .get(header::CONTENT_ENCODING)
+                    .map(|v| v.to_str().unwrap());
+                assert_eq!(encoding, (coding != "identity").then_some(coding));
+                assert_eq!(
+                    parts.headers[header::CONTENT_LENGTH],
+                    body.len().to_string()
+                );
+                assert_eq!(decode(encoding, &body), json());
+            }
+        }
+    }
+}
