@@ -109,6 +109,16 @@
 //! passed through uncached ([`Bypass::Encoded`]), never served to a client that did not
 //! ask for the coding.
 
+//!
+//! # Cost
+//!
+//! Measured by `benches/response_cache.rs` in process, request to collected body, on a
+//! busy two-core machine (`BENCHMARKS.md`, "Response cache"): a memory hit takes 2.4 µs
+//! (the trivial handler it caches 0.55 µs; a 20 ms handler, 21.4 ms); a Redis hit 33 µs,
+//! 2.0× a raw `GET` of the same bytes, the cost of the cache core's validated read; a
+//! brotli hit of a 200 KB body 4.7 µs, against 1.78 ms for compressing it on every request.
+//! Variant lookups are cache reads too, and count in [`Cache::stats`](crate::cache::Cache::stats).
+
 mod body;
 mod entry;
 mod layer;

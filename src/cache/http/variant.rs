@@ -83,3 +83,4 @@ impl Variants {
         Some(Bytes::from(out))
     }
 }
+
