@@ -37,7 +37,8 @@ pub(crate) fn run(c: &mut Criterion, rt: &Runtime) {
     let group_name = "response_cache_brotli";
     let mut group = c.benchmark_group(group_name);
     group.bench_function("compression_layer_br", |b| {
-        b.to_async(rt).iter(|| request(&compressed, Some("br"), false));
+        b.to_async(rt)
+            .iter(|| request(&compressed, Some("br"), false));
     });
     group.bench_function("cache_hit_br", |b| {
         b.to_async(rt).iter(|| request(&cached, Some("br"), true));

@@ -64,7 +64,11 @@ where
         .await
         .unwrap();
     if expect_hit {
-        assert_eq!(response.headers()["x-cache"], "HIT", "a hit figure on hits only");
+        assert_eq!(
+            response.headers()["x-cache"],
+            "HIT",
+            "a hit figure on hits only"
+        );
     }
     black_box(response.into_body().collect().await.unwrap().to_bytes())
 }

@@ -57,10 +57,7 @@ mod with_redis {
             request(&cached, None, false).await;
             // The anchor reads the very bytes the cache stored.
             let mut conn = handle.connection();
-            let mut keys: Vec<String> = conn
-                .keys(format!("{{{prefix}}}:k:*"))
-                .await
-                .expect("KEYS");
+            let mut keys: Vec<String> = conn.keys(format!("{{{prefix}}}:k:*")).await.expect("KEYS");
             let key = keys.pop().expect("the stored entry");
             let stored: Vec<u8> = conn.get(key).await.expect("the stored entry");
             let () = conn.set(&raw_key, stored).await.expect("set raw");

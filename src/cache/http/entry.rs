@@ -29,12 +29,14 @@ pub(crate) struct Stored {
 
 /// A compressed variant of an entry's body, stored under a key naming the coding and the
 /// entry's `ETag`, so it can only ever be served beside the body it was made from.
+#[cfg(feature = "_compression")]
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct Variant {
     pub(crate) body: Bytes,
 }
 
 /// The key of an entry's variant in `coding`.
+#[cfg(feature = "_compression")]
 pub(crate) fn variant_key(key: &str, coding: &str, etag: &[u8]) -> String {
     let mut variant = String::with_capacity(key.len() + coding.len() + etag.len() + 4);
     variant.push_str(key);
@@ -47,6 +49,7 @@ pub(crate) fn variant_key(key: &str, coding: &str, etag: &[u8]) -> String {
 
 /// The `ETag` of a variant: a strong `"v"` becomes `"v-br"`, one per coding; a weak one
 /// stays as it is (it already says "equivalent, not identical").
+#[cfg(feature = "_compression")]
 pub(crate) fn variant_etag(etag: &[u8], coding: &str) -> Bytes {
     if etag.starts_with(b"W/") {
         return Bytes::copy_from_slice(etag);

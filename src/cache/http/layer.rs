@@ -267,6 +267,7 @@ impl ResponseCacheLayer {
 
     /// Serves identity bodies only, leaving compression to a layer outside; available
     /// whatever the features. The same as `precompress(false)`.
+    #[cfg_attr(not(feature = "_compression"), allow(unused_mut))]
     pub fn no_precompress(mut self) -> Self {
         #[cfg(feature = "_compression")]
         {

@@ -217,6 +217,7 @@ struct Chosen {
     etag: Bytes,
     coding: Option<HeaderValue>,
     /// Whether the answer depends on `Accept-Encoding` (the entry has variants).
+    #[cfg_attr(not(feature = "_compression"), allow(dead_code))]
     vary: bool,
 }
 

@@ -83,4 +83,3 @@ impl Variants {
         Some(Bytes::from(out))
     }
 }
-
