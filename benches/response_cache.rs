@@ -8,7 +8,10 @@
 //!   with a line saying so when `REDIS_URL` is unset;
 //! - `response_cache_brotli`: a `GET` with `Accept-Encoding: br` of a 200 KB JSON body
 //!   through `CompressionLayer` alone (compressing every time) beside the same request
-//!   through `CompressionLayer` over the response cache (a stored brotli variant).
+//!   through `CompressionLayer` over the response cache (a stored brotli variant);
+//! - `response_cache_tcp`: the same `/big` over real loopback TCP through `perfkit::serve`,
+//!   identity hits beside brotli hits and uncached brotli (goal: brotli hits at 0.9× or
+//!   more of identity hits' requests per second).
 //!
 //! Each group is one module of `benches/response_cache/` with
 //! `pub(crate) fn run(c, rt)`, declared in the `response_cache` module below.
@@ -25,12 +28,14 @@ mod response_cache {
     pub(crate) mod common;
     pub(crate) mod memory;
     pub(crate) mod redis;
+    pub(crate) mod tcp;
 }
 
 fn run_groups(c: &mut Criterion, rt: &Runtime) {
     response_cache::memory::run(c, rt);
     response_cache::redis::run(c, rt);
     response_cache::brotli::run(c, rt);
+    response_cache::tcp::run(c, rt);
 }
 
 fn main() {

@@ -117,6 +117,9 @@
 //! (the trivial handler it caches 0.55 µs; a 20 ms handler, 21.4 ms); a Redis hit 33 µs,
 //! 2.0× a raw `GET` of the same bytes, the cost of the cache core's validated read; a
 //! brotli hit of a 200 KB body 4.7 µs, against 1.78 ms for compressing it on every request.
+//! Over loopback TCP through [`serve`](mod@crate::serve), brotli hits of that body answer 5.0×
+//! as many requests per second as identity hits, and 76× as many as `CompressionLayer`
+//! compressing each one.
 //! Variant lookups are cache reads too, and count in [`Cache::stats`](crate::cache::Cache::stats).
 
 mod body;
