@@ -276,9 +276,9 @@ impl ResponseCacheLayer {
         self
     }
 
-    /// The statistics this layer counts into.
-    pub fn stats(&self) -> &ResponseCacheStats {
-        &self.config.stats
+    /// The statistics this layer counts into (a handle on the same counters).
+    pub fn stats(&self) -> ResponseCacheStats {
+        self.config.stats.clone()
     }
 }
 

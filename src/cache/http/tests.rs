@@ -5,7 +5,7 @@ use std::{
     convert::Infallible,
     pin::Pin,
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicUsize, Ordering::SeqCst},
     },
     task::{Context, Poll},
@@ -320,7 +320,7 @@ async fn cached_twice(
 ) -> (bool, ResponseCacheSnapshot) {
     let cache = cache();
     let layer = layer_of(&cache);
-    let stats = layer.stats().clone();
+    let stats = layer.stats();
     let service = ServiceBuilder::new().layer(layer).service(app.clone());
     send(&service, request()).await;
     let second = send(&service, request()).await;
@@ -504,7 +504,7 @@ async fn if_none_match_answers_304_without_the_handler() {
     let cache = cache();
     let app = App::body(b"body");
     let layer = layer(&cache);
-    let stats = layer.stats().clone();
+    let stats = layer.stats();
     let service = ServiceBuilder::new().layer(layer).service(app.clone());
     let first = get(&service, "/a").await;
     let etag = first.headers[header::ETAG].to_str().unwrap().to_owned();
@@ -594,7 +594,7 @@ async fn a_request_waits_for_another_ones_computation_at_most_the_wait() {
     let mut app = App::body(b"slow");
     app.delay = Duration::from_secs(10);
     let layer = layer(&cache).wait(Duration::from_secs(1));
-    let stats = layer.stats().clone();
+    let stats = layer.stats();
     let service = ServiceBuilder::new().layer(layer).service(app.clone());
     let leader = tokio::spawn({
         let service = service.clone();
@@ -687,7 +687,7 @@ async fn a_body_that_fails_is_passed_on_and_not_stored() {
     });
     let cache = cache();
     let layer = layer(&cache);
-    let stats = layer.stats().clone();
+    let stats = layer.stats();
     let service = ServiceBuilder::new().layer(layer).service(app.clone());
     for _ in 0..2 {
         let answer = get(&service, "/a").await;
@@ -789,7 +789,6 @@ fn route_labels_are_bounded() {
     let snapshot = stats.snapshot();
     assert_eq!(snapshot.routes.len(), MAX_ROUTES + 1);
     assert_eq!(snapshot.routes[OTHER_ROUTE].hits, 10);
-    let _ = Mutex::new(());
 }
 
 /// Compressed variants, and the two ways of composing with `CompressionLayer`.
