@@ -131,10 +131,7 @@ where
         };
         let has_credentials = parts.headers.contains_key(header::AUTHORIZATION)
             || parts.headers.contains_key(header::COOKIE);
-        let user = match (&config.user, has_credentials) {
-            (Some(user), _) => user(&parts),
-            (None, _) => None,
-        };
+        let user = config.user.as_ref().and_then(|user| user(&parts));
         let bypass = bypass.or((has_credentials && user.is_none()).then_some(Bypass::Credentials));
         if let Some(reason) = bypass {
             counters.bypass(reason);
