@@ -27,10 +27,10 @@
 //! | --- | --- |
 //! | `GET /hello` | a short text body |
 //! | `GET /slow?ms=N` | sleeps N milliseconds, then answers `{"slept_ms":N}`; a malformed `ms` gets `400` with a JSON body |
-//! | `GET /big` | about 200 KB of JSON: varied user records; brotli or gzip for clients that accept it |
+//! | `GET /big` | about 200 KB of JSON: varied user records; brotli or gzip for clients that accept it; from the response cache (60 s, tag `big`), `X-Cache: HIT` or `MISS` |
 //! | `GET /stream?chunks=N&ms=M` | `N` NDJSON lines (default 5, at most 1000), `M` milliseconds apart (default 100, at most 10000), each flushed to the client, compressed, as it is written |
 //! | `GET /metrics/timing` | per-route latency statistics as JSON |
-//! | `GET /stats` | an aggregate over the `/big` records that takes at least 20 ms to compute, cached 60 s under tag `stats`; `X-Cache: HIT` or `MISS` |
+//! | `GET /stats` | an aggregate over the `/big` records that takes at least 20 ms to compute, in the response cache 60 s under tag `stats`; `X-Cache: HIT` or `MISS`, `ETag`, `304` for `If-None-Match` |
 //! | `POST /stats/invalidate` | invalidates tag `stats`: the next `GET /stats` computes anew |
 //! | `GET /metrics/cache` | cache statistics: hits, misses, stale serves, errors, lookup latency |
 //! | `GET /health` | health report from the background checks (database, Redis) |
@@ -61,7 +61,7 @@ use axum::{
 };
 use bytes::Bytes;
 use perfkit::{
-    cache::{Cache, CacheBuilder, CacheSnapshot, EntryOptions},
+    cache::{Cache, CacheBuilder, CacheSnapshot, EntryOptions, http::ResponseCacheLayer},
     compression::CompressionLayer,
     health::{CacheCheck, HealthMonitor, RateLimitCheck, RedisCheck, SqlCheck},
     pool::{PgPoolBuilder, RedisHandle, RedisPoolBuilder, SqlitePoolBuilder},
@@ -266,15 +266,15 @@ fn routes(timing: TimingStats, cache: Cache) -> Router {
     let state = AppState {
         timing,
         big: big_json(),
-        cache,
+        cache: cache.clone(),
     };
     Router::new()
         .route("/hello", get(hello))
         .route("/slow", get(slow))
-        .route("/big", get(big))
+        .route("/big", get(big).layer(big_cache(&cache)))
         .route("/stream", get(stream))
         .route("/metrics/timing", get(metrics_timing))
-        .route("/stats", get(stats))
+        .route("/stats", get(stats).layer(stats_cache(&cache)))
         .route("/stats/invalidate", post(invalidate_stats))
         .route("/metrics/cache", get(metrics_cache))
         .with_state(state)
@@ -333,6 +333,16 @@ async fn slow(JsonQuery(params): JsonQuery<SlowParams>) -> Json<Slept> {
     Json(Slept {
         slept_ms: params.ms,
     })
+}
+
+/// How long `GET /big` is served from the cache, under tag `big`.
+const BIG_TTL: Duration = Duration::from_secs(60);
+const BIG_TAG: &str = "big";
+
+/// `GET /big` from the response cache: the body is built once a minute, and the
+/// compression layer outside encodes what the cache serves.
+fn big_cache(cache: &Cache) -> ResponseCacheLayer {
+    ResponseCacheLayer::new(cache.clone()).options(EntryOptions::new().ttl(BIG_TTL).tag(BIG_TAG))
 }
 
 async fn big(State(state): State<AppState>) -> impl IntoResponse {
@@ -421,8 +431,7 @@ async fn metrics_cache(State(state): State<AppState>) -> Json<CacheSnapshot> {
     Json(state.cache.stats())
 }
 
-/// The cache key and tag of `GET /stats`.
-const STATS_KEY: &str = "stats";
+/// The tag of `GET /stats`'s cache entry.
 const STATS_TAG: &str = "stats";
 /// How long `GET /stats` is served from the cache.
 const STATS_TTL: Duration = Duration::from_secs(60);
@@ -439,21 +448,20 @@ struct UserStats {
     by_country: BTreeMap<String, u64>,
 }
 
-/// Served from the cache when it holds the aggregate (`X-Cache: HIT`), else computed
-/// once, however many requests arrive together, and cached (`X-Cache: MISS`, both for the
-/// request that computed and for those that waited for it: neither was served from the
-/// cache). The labels agree with `GET /metrics/cache`'s `hits` and `misses`.
+/// `GET /stats` in the response cache: 60 s, tag `stats`. A request finds it there
+/// (`X-Cache: HIT`), or computes it once, however many requests arrive together
+/// (`X-Cache: MISS`, both for the request that computed and for those that waited for it:
+/// neither was served from the cache). The layer keeps its entries in the app's [`Cache`],
+/// so the labels agree with `GET /metrics/cache`'s `hits` and `misses`.
+fn stats_cache(cache: &Cache) -> ResponseCacheLayer {
+    ResponseCacheLayer::new(cache.clone())
+        .options(EntryOptions::new().ttl(STATS_TTL).tag(STATS_TAG))
+}
+
+/// The aggregate, computed anew: the response cache in front decides when.
 async fn stats(State(state): State<AppState>) -> Response {
-    let options = EntryOptions::new().ttl(STATS_TTL).tag(STATS_TAG);
-    let big = state.big.clone();
-    let result = state
-        .cache
-        .get_or_compute_with_source(STATS_KEY, options, move || async move {
-            compute_stats(&big).await
-        })
-        .await;
-    match result {
-        Ok((stats, source)) => ([("x-cache", source.x_cache())], Json(stats)).into_response(),
+    match compute_stats(&state.big).await {
+        Ok(stats) => Json(stats).into_response(),
         Err(error) => {
             tracing::error!(%error, "GET /stats could not be computed");
             (
@@ -1064,6 +1072,32 @@ mod tests {
 
         let (_, headers, _) = get(&app, "/stats").await;
         assert_eq!(headers["x-cache"], "HIT");
+    }
+
+    #[tokio::test]
+    async fn stats_revalidate_with_their_etag_and_big_is_served_from_the_cache() {
+        let app = embedded(Duration::from_secs(30)).await;
+        tokio::time::pause();
+        let (_, headers, _) = get(&app, "/stats").await;
+        let etag = headers[header::ETAG].to_str().unwrap().to_owned();
+        let (status, headers, body) =
+            get_from(&app, "/stats", PEER, &[("if-none-match", &etag)]).await;
+        assert_eq!(status, 304);
+        assert_eq!(headers["x-cache"], "HIT");
+        assert!(body.is_empty());
+
+        let (_, headers, identity) = get(&app, "/big").await;
+        assert_eq!(headers["x-cache"], "MISS");
+        let (_, headers, again) = get(&app, "/big").await;
+        assert_eq!(headers["x-cache"], "HIT");
+        assert_eq!(again, identity);
+        let (_, headers, _) = get_from(&app, "/big", PEER, &[("accept-encoding", "br")]).await;
+        assert_eq!(headers["x-cache"], "HIT");
+        assert_eq!(headers[header::CONTENT_ENCODING], "br");
+        let (status, _) = post(&app, "/stats/invalidate").await;
+        assert_eq!(status, 200);
+        let (_, headers, _) = get(&app, "/big").await;
+        assert_eq!(headers["x-cache"], "HIT", "tag stats leaves tag big alone");
     }
 
     #[tokio::test]

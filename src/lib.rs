@@ -11,6 +11,7 @@
 //! | [`timing`] | `timing` | `X-Process-Time` / `Server-Timing` headers, slow-request log, per-route latency percentiles |
 //! | [`pool`] | `postgres`, `sqlite`, `redis` | pool builders with the knobs backends tune, pool statistics, acquire timeouts that name their cause |
 //! | [`cache`] | `cache` | typed cache over memory, Redis and tiered (in-process L1, Redis L2) backends: O(1) tag invalidation by epochs, single-flight, stale-while-revalidate, early refresh, stats |
+//! | [`cache::http`] | `cache` | whole `GET` responses cached in a `Cache`: tags, `ETag`/`304`, single-flight, stale windows, never-share rules, brotli and gzip variants stored once (with a compression feature), a cache that is down never failing a request |
 //! | [`health`] | `health` | checks run in the background; `/health`, `/health/ready`, `/health/live`, `/health/pools` answered without I/O |
 //! | [`compression`] | `compression-br`, `compression-gzip` | brotli-first, gzip and deflate fallback response compression: RFC 9110 negotiation, skip rules that never break a response, an in-memory path with exact `Content-Length`, streams flushed as they come, bounded work per poll |
 //! | [`paginate`] | `paginate` | page/offset pagination with a choice of count (exact, inline, estimated, none) and RFC 8288 links; keyset pagination with HMAC-signed cursors, over sqlx on PostgreSQL and SQLite |
@@ -58,8 +59,9 @@
 //! - `redis`: [`pool`]'s multiplexed Redis handle and bb8 pool.
 //! - `compression-br`, `compression-gzip`: [`compression`], the compression layer with
 //!   brotli, and with gzip and deflate; either one enables the layer.
-//! - `cache`: [`cache`], the typed cache and its memory backend; with `redis`, the Redis and
-//!   tiered backends.
+//! - `cache`: [`cache`], the typed cache and its memory backend, and the response cache
+//!   [`cache::http`]; with `redis`, the Redis and tiered backends; with a compression
+//!   feature, the response cache's stored brotli and gzip variants.
 //! - `health`: [`health`], background checks and the health service.
 //! - `serve`: [`serve`](mod@serve), the hardened TCP server over hyper and hyper-util.
 //! - `paginate`: [`paginate`], page/offset and keyset pagination over sqlx queries; with

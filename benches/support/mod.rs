@@ -11,6 +11,7 @@ use criterion::Criterion;
 pub(crate) mod layers;
 #[cfg(feature = "rate-limit")]
 pub(crate) mod rate_limit;
+pub(crate) mod tcp;
 
 /// A service URL from the environment (`REDIS_URL`, `DATABASE_URL`), trimmed; `None` when
 /// it is unset or empty, for the bench to say it is skipped.

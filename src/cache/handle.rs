@@ -356,6 +356,28 @@ impl Cache {
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, E>> + Send + 'static,
     {
+        self.get_or_compute_ttl(key, options, move || {
+            let computing = compute();
+            async move { computing.await.map(|value| (value, None)) }
+        })
+        .await
+    }
+
+    /// [`get_or_compute_with_source`](Self::get_or_compute_with_source) for a computation
+    /// that may choose its entry's TTL itself (`Some` replaces `options`' TTL), as a cached
+    /// HTTP response does from its `Cache-Control`.
+    pub(crate) async fn get_or_compute_ttl<T, E, F, Fut>(
+        &self,
+        key: &str,
+        options: EntryOptions,
+        compute: F,
+    ) -> Result<(T, Source), Arc<E>>
+    where
+        T: Cacheable,
+        E: fmt::Display + Send + Sync + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(T, Option<Duration>), E>> + Send + 'static,
+    {
         let key = self.inner.config.namespace.key(key);
         let stats = &self.inner.stats;
         loop {
@@ -595,7 +617,7 @@ impl Cache {
         T: Cacheable,
         E: fmt::Display + Send + Sync + 'static,
         F: FnOnce() -> Fut + Send + 'static,
-        Fut: Future<Output = Result<T, E>> + Send + 'static,
+        Fut: Future<Output = Result<(T, Option<Duration>), E>> + Send + 'static,
     {
         let tags = self.tags(&options.tags);
         let recorded: Option<Arc<[TagEpoch]>> = self
@@ -607,9 +629,17 @@ impl Cache {
         let result = compute().await;
         let compute_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
         let result = match result {
-            Ok(value) => {
+            Ok((value, ttl)) => {
                 let value = Arc::new(value);
                 if let Some(recorded) = &recorded {
+                    let chosen;
+                    let options = match ttl {
+                        Some(ttl) => {
+                            chosen = options.clone().ttl(ttl);
+                            &chosen
+                        }
+                        None => options,
+                    };
                     self.store_computed(&key, &value, options, recorded, compute_ms)
                         .await;
                 }
@@ -671,11 +701,11 @@ impl Cache {
         T: Cacheable,
         E: fmt::Display + Send + Sync + 'static,
         F: FnOnce() -> Fut + Send + 'static,
-        Fut: Future<Output = Result<T, E>> + Send + 'static,
+        Fut: Future<Output = Result<(T, Option<Duration>), E>> + Send + 'static,
     {
         Stats::count(&self.inner.stats.misses);
         Stats::count(&self.inner.stats.computations);
-        compute().await.map_err(Arc::new)
+        compute().await.map(|(value, _)| value).map_err(Arc::new)
     }
 
     /// Starts one background recomputation of `key`, unless one is in flight or there is
@@ -685,7 +715,7 @@ impl Cache {
         T: Cacheable,
         E: fmt::Display + Send + Sync + 'static,
         F: FnOnce() -> Fut + Send + 'static,
-        Fut: Future<Output = Result<T, E>> + Send + 'static,
+        Fut: Future<Output = Result<(T, Option<Duration>), E>> + Send + 'static,
     {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;

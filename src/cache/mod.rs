@@ -148,6 +148,7 @@ mod codec;
 mod error;
 mod flight;
 mod handle;
+pub mod http;
 mod memory;
 mod namespace;
 mod options;

@@ -441,7 +441,7 @@ fn pass_boxed<B>(parts: Parts, body: Pin<Box<B>>, stats: &super::CompressionStat
 }
 
 /// Whether `Cache-Control` forbids transforming the body.
-fn has_no_transform(headers: &HeaderMap) -> bool {
+pub(crate) fn has_no_transform(headers: &HeaderMap) -> bool {
     headers
         .get_all(header::CACHE_CONTROL)
         .iter()

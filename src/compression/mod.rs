@@ -120,16 +120,16 @@
 //! streamed; `BENCHMARKS.md` has the figures.
 
 mod body;
-mod encoder;
-mod encoding;
-mod future;
+pub(crate) mod encoder;
+pub(crate) mod encoding;
+pub(crate) mod future;
 mod layer;
 mod predicate;
 mod service;
 mod stats;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 #[doc(inline)]
 pub use self::{

@@ -33,7 +33,7 @@ fn json(len: usize) -> Bytes {
     Bytes::from(out)
 }
 
-fn decode(encoding: Option<&str>, data: &[u8]) -> Vec<u8> {
+pub(crate) fn decode(encoding: Option<&str>, data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     match encoding {
         None => out.extend_from_slice(data),
