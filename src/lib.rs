@@ -101,6 +101,8 @@ mod histogram;
     feature = "paginate"
 ))]
 mod log_gate;
+#[cfg(any(feature = "paginate", feature = "eager", feature = "bulk"))]
+mod query;
 #[cfg(any(feature = "timing", feature = "rate-limit", feature = "cache"))]
 mod short_text;
 
@@ -150,6 +152,14 @@ pub mod serve;
 #[cfg(feature = "paginate")]
 #[cfg_attr(docsrs, doc(cfg(feature = "paginate")))]
 pub mod paginate;
+
+#[cfg(feature = "eager")]
+#[cfg_attr(docsrs, doc(cfg(feature = "eager")))]
+pub mod eager;
+
+#[cfg(feature = "bulk")]
+#[cfg_attr(docsrs, doc(cfg(feature = "bulk")))]
+pub mod bulk;
 
 #[cfg(feature = "serve")]
 #[cfg_attr(docsrs, doc(cfg(feature = "serve")))]
