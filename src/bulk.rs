@@ -62,8 +62,10 @@
 //! # Cost
 //!
 //! `benches/queries.rs` measures it beside row-by-row inserts in one transaction and
-//! hand-written `push_values` chunks on PostgreSQL over loopback (BENCHMARKS.md, "Bulk
-//! writes").
+//! hand-written `push_values` chunks on PostgreSQL over loopback, 10 000 rows of four
+//! columns (BENCHMARKS.md, "Eager loading and bulk writes"): on a loaded two-core machine
+//! row by row took 305 ms, hand-written 1 000-row chunks 52.4 ms and `BulkInsert` 47.4 ms,
+//! the same statements within that run's noise.
 
 use sqlx::query_builder::Separated;
 use sqlx::{FromRow, Pool, QueryBuilder};
@@ -196,7 +198,7 @@ impl BulkInsert {
         let mut query = QueryBuilder::new("INSERT INTO ");
         query.push(&self.table).push(" (");
         query.push(self.columns.join(", ")).push(") ");
-        query.push_values(rows, |row, value| bind(row, value));
+        query.push_values(rows, bind);
         if let Some(clause) = &self.on_conflict {
             query.push(" ON CONFLICT ").push(clause);
         }

@@ -549,7 +549,10 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Loaders {
 mod tests {
     use super::*;
 
-    fn counting() -> (DataLoader<u32, u32, String>, Arc<Mutex<Vec<Vec<u32>>>>) {
+    /// The batches a loader ran, by their keys.
+    type Calls = Arc<Mutex<Vec<Vec<u32>>>>;
+
+    fn counting() -> (DataLoader<u32, u32, String>, Calls) {
         let calls = Arc::new(Mutex::new(Vec::new()));
         let seen = calls.clone();
         let loader = DataLoader::new(move |keys: Vec<u32>| {

@@ -77,7 +77,12 @@
 //! # Cost
 //!
 //! `benches/queries.rs` measures these beside the N+1 loop and the hand-written
-//! `= ANY($1)` query on PostgreSQL over loopback (BENCHMARKS.md, "Eager loading").
+//! `= ANY($1)` query on PostgreSQL over loopback, 100 users' 1 000 progress rows
+//! (BENCHMARKS.md, "Eager loading and bulk writes"): on a loaded two-core machine the N+1
+//! loop took 18.6 ms, the hand-written query 1.93 ms, `load_many` 2.33 ms (1.21x of it) and
+//! a fresh `DataLoader` answering 100 concurrent loads 2.40 ms (1.24x). `load_many` gathers
+//! the rows before decoding them and reads each key by column name; that is its cost over
+//! the hand-written query.
 
 mod batch;
 mod key;
