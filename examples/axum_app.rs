@@ -36,6 +36,10 @@
 //! | `GET /health` | health report from the background checks (database, Redis) |
 //! | `GET /health/ready`, `/health/live`, `/health/pools` | readiness, liveness, pool statistics |
 //! | `GET /users?page=&page_size=&is_active=` | a page of the 10 000 seeded users by id (`page_size` 20 by default, at most 100), its exact total, first/prev/next/last links in the body and a `Link` header; an invalid parameter gets `400` with a JSON body |
+//! | `GET /users/with-progress?page=&page_size=` | a page of users by id, each with their `user_progress` rows (latest first), all read by one `perfkit::eager::load_many` query; no total, `next` link while more follow |
+//! | `GET /users/with-progress-n1?page=&page_size=` | the same answer read with one progress query per user: the N+1 "before", kept for comparison |
+//! | `GET /users/{id}/progress` | one user's progress through the request's `DataLoader` (`perfkit::eager::LoadersLayer`) |
+//! | `POST /users/bulk` | a JSON array of users (at most 10 000) written by `perfkit::bulk::BulkInsert` in one transaction: `201` with `{"inserted":N}`, or `422` naming the refused row (`"row"`) and nothing written |
 //! | `GET /users/keyset?after=&before=&limit=&sort=created_at\|-created_at` | a keyset page of users by `created_at` then `id`, with signed `next_cursor` / `prev_cursor` and a `Link` header; a changed or foreign cursor gets `400` with a JSON body |
 //!
 //! Every response carries `X-Process-Time` and `Server-Timing`; a request over its deadline
@@ -71,6 +75,8 @@ use perfkit::{
 };
 use serde::{Deserialize, Serialize};
 
+#[path = "axum_app/eager.rs"]
+mod eager;
 #[path = "axum_app/seed.rs"]
 mod seed;
 /// The test harness of the integration tests (services from `DATABASE_URL`, a schema per test).
@@ -223,6 +229,7 @@ pub(crate) async fn app(config: Config) -> Result<Router, Box<dyn Error>> {
         }
     };
     tracing::info!(ms = seeding.as_millis() as u64, "database seeded");
+    let queries = eager::routes(db.clone());
     let users = users::Users::new(db, config.cursor_key)?;
     let mut rate_limit = config.rate_limit;
     if let Some(builder) = config.redis {
@@ -244,6 +251,7 @@ pub(crate) async fn app(config: Config) -> Result<Router, Box<dyn Error>> {
     let timing = TimingLayer::new().server_timing(true);
     Ok(routes(timing.stats(), cache)
         .merge(users::routes(users))
+        .merge(queries)
         .nest_service("/health", health.service())
         .layer(rate_limit.per_route(ExemptOps))
         .layer(config.timeout)

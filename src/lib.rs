@@ -15,6 +15,8 @@
 //! | [`health`] | `health` | checks run in the background; `/health`, `/health/ready`, `/health/live`, `/health/pools` answered without I/O |
 //! | [`compression`] | `compression-br`, `compression-gzip` | brotli-first, gzip and deflate fallback response compression: RFC 9110 negotiation, skip rules that never break a response, an in-memory path with exact `Content-Length`, streams flushed as they come, bounded work per poll |
 //! | [`paginate`] | `paginate` | page/offset pagination with a choice of count (exact, inline, estimated, none) and RFC 8288 links; keyset pagination with HMAC-signed cursors, over sqlx on PostgreSQL and SQLite |
+//! | [`eager`] | `eager` | the children of a page of parents in one query (`= ANY($1)` on PostgreSQL, chunked `IN` on SQLite), grouped in parent order; a request-scoped `DataLoader` and the layer that gives each request its loaders |
+//! | [`bulk`] | `bulk` | multi-row inserts in one transaction under the bind limit, all or none, the refused row named |
 //! | [`serve`](mod@serve) | `serve` | serves any tower HTTP service over TCP (hyper 1, HTTP/1 and HTTP/2) with header-read, idle and write-stall timeouts, a connection bound, accept errors that never end the server, peer addresses for the rate limiter, graceful shutdown |
 //!
 //! Every layer is generic over request and response bodies and keeps the inner service's
@@ -66,6 +68,10 @@
 //! - `serve`: [`serve`](mod@serve), the hardened TCP server over hyper and hyper-util.
 //! - `paginate`: [`paginate`], page/offset and keyset pagination over sqlx queries; with
 //!   `postgres` and/or `sqlite` for the databases it runs on, with `axum` for its extractors.
+//! - `eager`: [`eager`], `load_many` / `load_one`, the `DataLoader` and its layer, over
+//!   sqlx on `postgres` and/or `sqlite`; with `axum`, the loaders are an extractor.
+//! - `bulk`: [`bulk`], multi-row inserts in one transaction over sqlx on `postgres`
+//!   and/or `sqlite`.
 //! - `axum`: route templates from axum's `MatchedPath` for the timing statistics, and
 //!   client addresses from axum's `ConnectInfo` for the rate limiter.
 //! - `full`: every feature.
@@ -103,6 +109,8 @@ mod histogram;
     feature = "paginate"
 ))]
 mod log_gate;
+#[cfg(any(feature = "paginate", feature = "eager", feature = "bulk"))]
+mod query;
 #[cfg(any(feature = "timing", feature = "rate-limit", feature = "cache"))]
 mod short_text;
 
@@ -152,6 +160,14 @@ pub mod serve;
 #[cfg(feature = "paginate")]
 #[cfg_attr(docsrs, doc(cfg(feature = "paginate")))]
 pub mod paginate;
+
+#[cfg(feature = "eager")]
+#[cfg_attr(docsrs, doc(cfg(feature = "eager")))]
+pub mod eager;
+
+#[cfg(feature = "bulk")]
+#[cfg_attr(docsrs, doc(cfg(feature = "bulk")))]
+pub mod bulk;
 
 #[cfg(feature = "serve")]
 #[cfg_attr(docsrs, doc(cfg(feature = "serve")))]

@@ -8,8 +8,9 @@ use super::{
     Backend, CursorError, CursorKey, Error, KeysetParams,
     cursor::{self, Cursor, Direction, Fingerprint, KeyValue, MAX_KEYS, MAX_TEXT_KEY},
     offset::into_parts,
-    sql::{Shape, is_identifier},
+    sql::Shape,
 };
+use crate::query::is_identifier;
 
 /// A sort direction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,0 +1,328 @@
+//! `load_many` and `load_one`: every child of a list of parents in one query per relation.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+
+use sqlx::{FromRow, Pool, QueryBuilder};
+
+use super::{Error, Key};
+use crate::query::{Backend, is_qualified_identifier};
+
+/// The default and the largest number of keys one query carries, [`Relation::chunk_size`].
+///
+/// On SQLite each key is a bind parameter and 32 766 is SQLite's default limit; on
+/// PostgreSQL the keys travel as one array parameter, and the bound only caps the size of
+/// one statement.
+pub const MAX_KEYS_PER_QUERY: usize = 32_766;
+
+/// How to read the children of a relation: the `SELECT ... FROM ...` text, the column
+/// holding the parent's key, an optional filter and order.
+///
+/// Every piece is SQL you wrote, never text from a request: the keys are the only values,
+/// and they are bound. The query built is
+///
+/// ```text
+/// <select> WHERE [(<filter>) AND] <column> = ANY($1) [ORDER BY <order>]   -- PostgreSQL
+/// <select> WHERE [(<filter>) AND] <column> IN (?, ?, ...) [ORDER BY <order>]  -- SQLite
+/// ```
+///
+/// The selected rows must include the key column under its unqualified name (`user_id`
+/// for a column `p.user_id`): it is read back to group the rows.
+#[derive(Clone, Debug)]
+pub struct Relation {
+    select: String,
+    column: String,
+    filter: Option<String>,
+    order_by: Option<String>,
+    chunk_size: usize,
+}
+
+impl Relation {
+    /// The children selected by `select` (`SELECT ... FROM ...`, joins allowed, no
+    /// `WHERE`), keyed by `column` (`user_id` or `p.user_id`).
+    pub fn new(select: impl Into<String>, column: impl Into<String>) -> Self {
+        Self {
+            select: select.into(),
+            column: column.into(),
+            filter: None,
+            order_by: None,
+            chunk_size: MAX_KEYS_PER_QUERY,
+        }
+    }
+
+    /// A condition every child must meet besides its key (SQL text without bind
+    /// parameters, such as `score >= 50`). None by default.
+    #[must_use]
+    pub fn filter(mut self, condition: impl Into<String>) -> Self {
+        self.filter = Some(condition.into());
+        self
+    }
+
+    /// The order of the children inside each parent's group (`completed_at DESC, id`).
+    /// None by default: each group comes in whatever order the database returns it.
+    #[must_use]
+    pub fn order_by(mut self, order: impl Into<String>) -> Self {
+        self.order_by = Some(order.into());
+        self
+    }
+
+    /// The most keys one query carries; more keys take more queries. Clamped to
+    /// 1..=[`MAX_KEYS_PER_QUERY`], which is the default.
+    #[must_use]
+    pub fn chunk_size(mut self, keys: usize) -> Self {
+        self.chunk_size = keys.clamp(1, MAX_KEYS_PER_QUERY);
+        self
+    }
+
+    /// The name the key column has in the rows: the last part of a qualified name.
+    fn read_as(&self) -> &str {
+        self.column.rsplit('.').next().unwrap_or(&self.column)
+    }
+
+    fn check(&self) -> Result<(), Error> {
+        if !is_qualified_identifier(&self.column) {
+            return Err(Error::Column {
+                column: self.column.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The query for `keys`, each key bound.
+    fn query<DB, K>(&self, keys: &[K]) -> QueryBuilder<DB>
+    where
+        DB: Backend,
+        K: Key<DB>,
+    {
+        let mut query = QueryBuilder::new(self.select.trim_end());
+        query.push(" WHERE ");
+        if let Some(filter) = &self.filter {
+            query.push("(").push(filter).push(") AND ");
+        }
+        query.push(&self.column);
+        K::push_keys(&mut query, keys);
+        if let Some(order) = &self.order_by {
+            query.push(" ORDER BY ").push(order);
+        }
+        query
+    }
+}
+
+/// The children of a list of parents, grouped by parent key.
+///
+/// The groups come in the order the parents' keys first appear, one group per distinct
+/// key (a parent without children has an empty group); each group keeps the order of the
+/// query ([`Relation::order_by`]).
+#[derive(Clone, Debug)]
+pub struct Loaded<K, C> {
+    groups: Vec<(K, Vec<C>)>,
+    index: HashMap<K, usize>,
+    orphans: Vec<(K, C)>,
+    queries: usize,
+}
+
+impl<K: Eq + Hash, C> Loaded<K, C> {
+    /// The children of the parent with `key`: empty when it has none or was not asked for.
+    pub fn get(&self, key: &K) -> &[C] {
+        self.index
+            .get(key)
+            .map_or(&[], |&at| self.groups[at].1.as_slice())
+    }
+
+    /// The groups, one per distinct key, in the parents' order.
+    pub fn groups(&self) -> &[(K, Vec<C>)] {
+        &self.groups
+    }
+
+    /// The groups, owned.
+    pub fn into_groups(self) -> Vec<(K, Vec<C>)> {
+        self.groups
+    }
+
+    /// Rows the query returned whose key no parent has, with that key: a relation whose
+    /// key column or filter does not say what it means. Empty when all is well.
+    pub fn orphans(&self) -> &[(K, C)] {
+        &self.orphans
+    }
+
+    /// How many queries the load took (one per [`Relation::chunk_size`] keys; none for no
+    /// parents).
+    pub fn queries(&self) -> usize {
+        self.queries
+    }
+
+    /// Each parent beside its children, in the parents' order (a key shared by two
+    /// parents gives both the same children).
+    pub fn zip<'a, P>(
+        &'a self,
+        parents: &'a [P],
+        key_of: impl Fn(&P) -> K + 'a,
+    ) -> impl Iterator<Item = (&'a P, &'a [C])> + 'a {
+        parents.iter().map(move |parent| {
+            let key = key_of(parent);
+            (parent, self.get(&key))
+        })
+    }
+}
+
+/// The distinct keys of `parents`, in the order they first appear.
+fn distinct_keys<P, K: Clone + Eq + Hash>(
+    parents: &[P],
+    key_of: impl Fn(&P) -> K,
+) -> (Vec<K>, HashMap<K, usize>) {
+    let mut keys = Vec::new();
+    let mut index = HashMap::new();
+    for parent in parents {
+        let key = key_of(parent);
+        if !index.contains_key(&key) {
+            index.insert(key.clone(), keys.len());
+            keys.push(key);
+        }
+    }
+    (keys, index)
+}
+
+/// Loads the children of every parent in one query (one per [`Relation::chunk_size`]
+/// keys) instead of one query per parent.
+///
+/// Keys are deduplicated; on PostgreSQL they travel as one array (`= ANY($1)`), so one
+/// prepared statement serves every number of keys; on SQLite as `IN (?, ...)`. No parent
+/// means no query.
+///
+/// # Errors
+///
+/// [`Error::Column`] when the relation's key column is not an identifier, [`Error::Sql`]
+/// when a query fails or a row does not decode (into `C`, or its key into `K`).
+pub async fn load_many<DB, P, K, C>(
+    pool: &Pool<DB>,
+    parents: &[P],
+    key_of: impl Fn(&P) -> K,
+    relation: &Relation,
+) -> Result<Loaded<K, C>, Error>
+where
+    DB: Backend,
+    K: Key<DB>,
+    C: for<'r> FromRow<'r, DB::Row> + Send + Unpin,
+{
+    relation.check()?;
+    let (keys, index) = distinct_keys(parents, key_of);
+    let mut groups: Vec<(K, Vec<C>)> = keys.iter().map(|k| (k.clone(), Vec::new())).collect();
+    let mut orphans = Vec::new();
+    let mut queries = 0;
+    for chunk in keys.chunks(relation.chunk_size) {
+        let rows = DB::fetch_rows(pool, relation.query(chunk)).await?;
+        queries += 1;
+        for row in rows {
+            let key = K::read(&row, relation.read_as())?;
+            let child = C::from_row(&row)?;
+            match index.get(&key) {
+                Some(&at) => groups[at].1.push(child),
+                None => orphans.push((key, child)),
+            }
+        }
+    }
+    Ok(Loaded {
+        groups,
+        index,
+        orphans,
+        queries,
+    })
+}
+
+/// The to-one relation of a list of parents (each order's customer): at most one row
+/// per key.
+#[derive(Clone, Debug)]
+pub struct LoadedOne<K, C> {
+    loaded: Loaded<K, C>,
+    extra: Vec<(K, C)>,
+}
+
+impl<K: Eq + Hash, C> LoadedOne<K, C> {
+    /// The row of the parent with `key`, if there is one.
+    pub fn get(&self, key: &K) -> Option<&C> {
+        self.loaded.get(key).first()
+    }
+
+    /// Each parent beside its row, in the parents' order.
+    pub fn zip<'a, P>(
+        &'a self,
+        parents: &'a [P],
+        key_of: impl Fn(&P) -> K + 'a,
+    ) -> impl Iterator<Item = (&'a P, Option<&'a C>)> + 'a {
+        parents.iter().map(move |parent| {
+            let key = key_of(parent);
+            (parent, self.get(&key))
+        })
+    }
+
+    /// Rows beyond the first for one key: a to-one relation that is not one. Empty when
+    /// all is well.
+    pub fn extra(&self) -> &[(K, C)] {
+        &self.extra
+    }
+
+    /// Rows whose key no parent has, as [`Loaded::orphans`].
+    pub fn orphans(&self) -> &[(K, C)] {
+        self.loaded.orphans()
+    }
+}
+
+/// Loads a to-one relation (one row per key, such as each order's customer) in one query,
+/// as [`load_many`] does; a key with more than one row keeps the first (in the
+/// relation's order) and reports the rest as [`LoadedOne::extra`].
+///
+/// # Errors
+///
+/// As [`load_many`].
+pub async fn load_one<DB, P, K, C>(
+    pool: &Pool<DB>,
+    parents: &[P],
+    key_of: impl Fn(&P) -> K,
+    relation: &Relation,
+) -> Result<LoadedOne<K, C>, Error>
+where
+    DB: Backend,
+    K: Key<DB>,
+    C: for<'r> FromRow<'r, DB::Row> + Send + Unpin,
+{
+    let mut loaded = load_many(pool, parents, key_of, relation).await?;
+    let mut extra = Vec::new();
+    for (key, group) in &mut loaded.groups {
+        if group.len() > 1 {
+            extra.extend(group.drain(1..).map(|child| (key.clone(), child)));
+        }
+    }
+    Ok(LoadedOne { loaded, extra })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_distinct_in_first_seen_order() {
+        let (keys, index) = distinct_keys(&[3, 1, 3, 2, 1], |&k: &i64| k);
+        assert_eq!(keys, [3, 1, 2]);
+        assert_eq!(index[&2], 2);
+        let (keys, _) = distinct_keys(&[] as &[i64], |&k| k);
+        assert!(keys.is_empty());
+    }
+
+    #[test]
+    fn chunk_size_is_clamped() {
+        assert_eq!(Relation::new("SELECT 1", "a").chunk_size(0).chunk_size, 1);
+        assert_eq!(
+            Relation::new("SELECT 1", "a")
+                .chunk_size(usize::MAX)
+                .chunk_size,
+            MAX_KEYS_PER_QUERY
+        );
+    }
+
+    #[test]
+    fn the_key_is_read_by_its_unqualified_name() {
+        assert_eq!(Relation::new("", "p.user_id").read_as(), "user_id");
+        assert_eq!(Relation::new("", "user_id").read_as(), "user_id");
+        assert!(Relation::new("", "user_id; DROP").check().is_err());
+    }
+}
