@@ -98,7 +98,7 @@
 //! Defaults: brotli quality 5, gzip and deflate level 6. Brotli's own default of 11 takes
 //! tens of milliseconds per 100 KB. On 200 KiB of JSON (`BENCHMARKS.md`, "Compression"),
 //! quality 5 is the lowest whose output is smaller than gzip 6's (0.126 against 0.130 of
-//! the input), at 58 against 79 MB/s; quality 4 is faster (93 MB/s) but 12 % larger than
+//! the input), at 60 against 79 MB/s; quality 4 is faster (105 MB/s) but 12 % larger than
 //! gzip, which would make preferring brotli pointless. Choose 4 with
 //! [`CompressionLayer::level`] where CPU matters more than bytes, and [`Level::up_to`] for
 //! size tiers. Gzip and deflate run on flate2's `zlib-rs` backend, 1.6–2× as fast as its
