@@ -26,6 +26,7 @@ pub(crate) fn service_url(var: &str) -> Option<String> {
 /// take longer to draw than most benches take to run); command-line options
 /// (`--measurement-time`, `--sample-size`, `--plotting-backend`, ...) still override them.
 pub(crate) fn criterion() -> Criterion {
+    run_started();
     Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
@@ -45,14 +46,26 @@ fn criterion_home() -> PathBuf {
     target.join("criterion")
 }
 
+/// When this bench run started: estimates written before it come from an earlier run (a
+/// group a filter left out this time) and are never reported as this run's.
+fn run_started() -> std::time::SystemTime {
+    static STARTED: std::sync::OnceLock<std::time::SystemTime> = std::sync::OnceLock::new();
+    *STARTED.get_or_init(std::time::SystemTime::now)
+}
+
 /// The time of one iteration of `group/id` in nanoseconds, as criterion just measured it: the
-/// slope estimate criterion prints as `time:`, or the mean where it has no slope.
+/// slope estimate criterion prints as `time:`, or the mean where it has no slope. `None`
+/// when this run did not measure it.
 pub(crate) fn estimate_ns(group: &str, id: &str) -> Option<f64> {
     let path = criterion_home()
         .join(group)
         .join(id)
         .join("new")
         .join("estimates.json");
+    let written = std::fs::metadata(&path).and_then(|m| m.modified()).ok()?;
+    if written < run_started() {
+        return None;
+    }
     let text = std::fs::read_to_string(path).ok()?;
     let json: serde_json::Value = serde_json::from_str(&text).ok()?;
     json["slope"]["point_estimate"]
