@@ -1,12 +1,7 @@
 //! The bench's table and pool, and the row type both sides read.
 
-use std::str::FromStr;
-
-use perfkit::pool::{PgPool, PgPoolBuilder};
-use sqlx::{
-    ConnectOptions, Row,
-    postgres::{PgConnectOptions, PgRow},
-};
+use perfkit::pool::PgPool;
+use sqlx::{Row, postgres::PgRow};
 
 /// The schema the bench's table lives in.
 const SCHEMA: &str = "perfkit_bench_paginate";
@@ -49,29 +44,7 @@ impl Bench {
     /// A pool of two connections (the exact count runs beside the page) on the bench's
     /// schema, its table created and seeded when missing.
     pub(crate) async fn connect(url: &str) -> Self {
-        let options = PgConnectOptions::from_str(url)
-            .expect("DATABASE_URL is not a valid PostgreSQL URL")
-            .disable_statement_logging();
-        let admin = PgPoolBuilder::from_options(options.clone())
-            .pool_size(1)
-            .max_overflow(0)
-            .build()
-            .await
-            .expect("cannot connect to DATABASE_URL");
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "CREATE SCHEMA IF NOT EXISTS {SCHEMA}"
-        )))
-        .execute(&*admin)
-        .await
-        .unwrap();
-        admin.close().await;
-        let pool = PgPoolBuilder::from_options(options.options([("search_path", SCHEMA)]))
-            .pool_size(2)
-            .max_overflow(0)
-            .slow_statement_threshold(None)
-            .build()
-            .await
-            .expect("cannot build the pool");
+        let pool = crate::support::postgres::schema_pool(url, SCHEMA, 2).await;
         seed(&pool).await;
         Self { pool }
     }

@@ -1,10 +1,7 @@
 //! The bench's schema: `users` (10 000 rows), `user_progress` (ten rows per user, indexed
 //! on `user_id`) and the empty `bulk_target`.
 
-use std::str::FromStr;
-
-use perfkit::pool::{PgPool, PgPoolBuilder};
-use sqlx::{ConnectOptions, postgres::PgConnectOptions};
+use perfkit::pool::PgPool;
 
 /// The schema the bench's tables live in.
 const SCHEMA: &str = "perfkit_bench_queries";
@@ -24,29 +21,7 @@ impl Bench {
     /// A pool of two connections on the bench's schema, its tables created and seeded when
     /// missing.
     pub(crate) async fn connect(url: &str) -> Self {
-        let options = PgConnectOptions::from_str(url)
-            .expect("DATABASE_URL is not a valid PostgreSQL URL")
-            .disable_statement_logging();
-        let admin = PgPoolBuilder::from_options(options.clone())
-            .pool_size(1)
-            .max_overflow(0)
-            .build()
-            .await
-            .expect("cannot connect to DATABASE_URL");
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "CREATE SCHEMA IF NOT EXISTS {SCHEMA}"
-        )))
-        .execute(&*admin)
-        .await
-        .unwrap();
-        admin.close().await;
-        let pool = PgPoolBuilder::from_options(options.options([("search_path", SCHEMA)]))
-            .pool_size(2)
-            .max_overflow(0)
-            .slow_statement_threshold(None)
-            .build()
-            .await
-            .expect("cannot build the pool");
+        let pool = crate::support::postgres::schema_pool(url, SCHEMA, 2).await;
         seed(&pool).await;
         Self { pool }
     }

@@ -9,6 +9,8 @@ use std::{
 use criterion::Criterion;
 
 pub(crate) mod layers;
+#[cfg(feature = "postgres")]
+pub(crate) mod postgres;
 #[cfg(feature = "rate-limit")]
 pub(crate) mod rate_limit;
 pub(crate) mod tcp;
