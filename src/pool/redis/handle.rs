@@ -111,6 +111,12 @@ impl RedisHandle {
         &self.shared.url
     }
 
+    /// Whether the handle talks to a Redis Cluster, where every command and script must
+    /// touch keys of one hash slot (group work by [`redis::cluster_routing::Slot::for_key`]).
+    pub fn is_cluster(&self) -> bool {
+        false
+    }
+
     /// Sends `PING` and checks the reply, for a health check.
     ///
     /// # Errors
