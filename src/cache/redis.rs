@@ -4,7 +4,7 @@ use std::{fmt, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use redis::{Script, aio::ConnectionManager};
+use redis::Script;
 
 use crate::{
     breaker::Breaker,
@@ -17,7 +17,7 @@ use super::{
     },
     error::BackendError,
 };
-use crate::pool::RedisHandle;
+use crate::pool::{RedisHandle, SharedConnection};
 
 /// Name the backend reports in its errors.
 const NAME: &str = "redis";
@@ -174,7 +174,7 @@ pub struct RedisBackend {
 
 struct Inner {
     handle: RedisHandle,
-    conn: ConnectionManager,
+    conn: SharedConnection,
     deadline: Duration,
     retry_interval: Duration,
     /// Whether Redis is known to be down, in ms on [`now_ms`]'s clock.
@@ -297,7 +297,7 @@ impl Inner {
     /// Redis is known to be down.
     async fn call<T, F, Fut>(&self, command: F) -> Result<T, BackendError>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(SharedConnection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         if self.breaker.skip(now_ms()) {

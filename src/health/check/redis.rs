@@ -10,7 +10,9 @@ use crate::fmt::truncate_at_char_boundary;
 /// A [`HealthCheck`] that sends `PING` over a Redis connection and expects `PONG`.
 ///
 /// Named `redis` and critical unless told otherwise. The connection is cloned for each
-/// check, so a multiplexed connection such as the default
+/// check, so a multiplexed connection such as a [`RedisHandle`](crate::pool::RedisHandle)'s
+/// [`SharedConnection`](crate::pool::SharedConnection) (the default, also for a cluster,
+/// where `PING` goes to one node) or redis-rs's
 /// [`ConnectionManager`](redis::aio::ConnectionManager) shares its socket with the
 /// application. Give it a response timeout shorter than the monitor's check timeout
 /// ([`ConnectionManagerConfig::set_response_timeout`](redis::aio::ConnectionManagerConfig::set_response_timeout))
@@ -32,7 +34,7 @@ use crate::fmt::truncate_at_char_boundary;
 /// ```
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 #[must_use]
-pub struct RedisCheck<C = redis::aio::ConnectionManager> {
+pub struct RedisCheck<C = crate::pool::SharedConnection> {
     label: Label,
     conn: C,
 }

@@ -1,10 +1,14 @@
 use std::{fmt, time::Duration};
 
-use ::redis::{AsyncConnectionConfig, Client, aio::ConnectionManagerConfig};
+use ::redis::{
+    AsyncConnectionConfig, Client, IntoConnectionInfo,
+    aio::ConnectionManagerConfig,
+    cluster::{ClusterClient, ClusterClientBuilder},
+};
 
 use super::{
     connection::{LastConnectError, ManagerSettings, RedisManager},
-    handle::RedisHandle,
+    handle::{RedisHandle, SharedConnection},
     pool::{PoolSettings, RedisPool},
 };
 use crate::pool::{Error, Result, redact_url};
@@ -60,6 +64,8 @@ const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(1);
 #[must_use]
 pub struct RedisPoolBuilder {
     url: String,
+    /// The seed nodes of a Redis Cluster; `None` for one server at `url`.
+    cluster: Option<Vec<String>>,
     max_connections: u32,
     min_idle: Option<u32>,
     connection_timeout: Duration,
@@ -75,6 +81,7 @@ impl fmt::Debug for RedisPoolBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisPoolBuilder")
             .field("url", &redact_url(&self.url))
+            .field("cluster", &self.cluster.is_some())
             .field("max_connections", &self.max_connections)
             .field("min_idle", &self.min_idle)
             .field("connection_timeout", &self.connection_timeout)
@@ -96,6 +103,7 @@ impl RedisPoolBuilder {
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
+            cluster: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             min_idle: None,
             connection_timeout: DEFAULT_CONNECTION_TIMEOUT,
@@ -108,24 +116,76 @@ impl RedisPoolBuilder {
         }
     }
 
+    /// A builder for a Redis Cluster reached through `seeds`, the URLs of some of its nodes
+    /// (`redis://[:password@]host:port` each; one live node is enough to find the others).
+    ///
+    /// [`build`](Self::build) and [`build_lazy`](Self::build_lazy) then give a
+    /// [`RedisHandle`] on redis-rs's async cluster client, used like one on a single server.
+    /// A [`RedisPool`] holds connections to one server, so
+    /// [`build_pool`](Self::build_pool) refuses a cluster. The timeouts and
+    /// [`reconnect_retries`](Self::reconnect_retries) apply per node.
+    pub fn cluster<I, S>(seeds: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let seeds: Vec<String> = seeds
+            .into_iter()
+            .map(|seed| seed.into().trim().to_owned())
+            .collect();
+        let url = seeds
+            .iter()
+            .map(|seed| redact_url(seed))
+            .collect::<Vec<_>>()
+            .join(",");
+        Self {
+            cluster: Some(seeds),
+            ..Self::new(url)
+        }
+    }
+
     /// A builder configured from the environment:
     ///
-    /// - `REDIS_URL` (required): the server's URL;
+    /// - `REDIS_CLUSTER_URLS`: comma-separated seed nodes of a Redis Cluster
+    ///   (`redis://10.0.0.1:7000,redis://10.0.0.2:7000`); when set, it wins over `REDIS_URL`
+    ///   and the builder is [`cluster`](Self::cluster)'s;
+    /// - `REDIS_URL` (required without `REDIS_CLUSTER_URLS`): the server's URL;
     /// - `REDIS_MAX_CONNECTIONS`: [`max_connections`](Self::max_connections), default 50.
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] when `REDIS_URL` is unset or blank, or `REDIS_MAX_CONNECTIONS` is 0;
+    /// [`Error::Config`] when neither `REDIS_CLUSTER_URLS` nor `REDIS_URL` is set,
+    /// `REDIS_CLUSTER_URLS` lists no URL, or `REDIS_MAX_CONNECTIONS` is 0;
     /// [`Error::Env`] when `REDIS_MAX_CONNECTIONS` is not a number.
     pub fn from_env() -> Result<Self> {
+        let seeds: Option<String> =
+            crate::env::var("REDIS_CLUSTER_URLS", "comma-separated Redis URLs")?;
         let url: Option<String> = crate::env::var("REDIS_URL", "a Redis URL")?;
-        let Some(url) = url else {
-            return Err(Error::Config(
-                "REDIS_URL is not set; set it to the server's URL, e.g. redis://127.0.0.1:6379"
-                    .into(),
-            ));
+        let mut builder = match (seeds, url) {
+            (Some(seeds), _) => {
+                let seeds: Vec<&str> = seeds
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|seed| !seed.is_empty())
+                    .collect();
+                if seeds.is_empty() {
+                    return Err(Error::Config(
+                        "REDIS_CLUSTER_URLS lists no URL; give the seed nodes, e.g. \
+                         redis://127.0.0.1:7000,redis://127.0.0.1:7001"
+                            .into(),
+                    ));
+                }
+                Self::cluster(seeds)
+            }
+            (None, Some(url)) => Self::new(url.trim()),
+            (None, None) => {
+                return Err(Error::Config(
+                    "REDIS_URL is not set; set it to the server's URL, e.g. \
+                     redis://127.0.0.1:6379 (or REDIS_CLUSTER_URLS to a cluster's seed nodes)"
+                        .into(),
+                ));
+            }
         };
-        let mut builder = Self::new(url.trim());
         let max: Option<u32> =
             crate::env::var("REDIS_MAX_CONNECTIONS", "a whole number of connections")?;
         if let Some(max) = max {
@@ -256,6 +316,17 @@ impl RedisPoolBuilder {
     /// runtime; [`Error::Connect`] (naming the URL without its password) when the server
     /// cannot be reached.
     pub async fn build(self) -> Result<RedisHandle> {
+        if let Some(client) = self.cluster_client()? {
+            let conn = client
+                .get_async_connection()
+                .await
+                .map_err(|err| Error::Connect {
+                    url: self.url.clone(),
+                    source: Box::new(err),
+                })?;
+            tracing::debug!(seeds = %self.url, "connected Redis Cluster handle");
+            return Ok(RedisHandle::new(SharedConnection::Cluster(conn), self.url));
+        }
         let client = self.client()?;
         let url = redact_url(&self.url);
         let conn = client
@@ -266,7 +337,7 @@ impl RedisPoolBuilder {
                 source: Box::new(err),
             })?;
         tracing::debug!(url = %url, "connected Redis handle");
-        Ok(RedisHandle::new(conn, url))
+        Ok(RedisHandle::new(SharedConnection::Node(conn), url))
     }
 
     /// A [`RedisHandle`] that connects on its first command, so an application can start
@@ -277,11 +348,21 @@ impl RedisPoolBuilder {
     /// [`Error::Config`] for a malformed URL or setting, or when called outside a Tokio
     /// runtime.
     pub fn build_lazy(self) -> Result<RedisHandle> {
+        if let Some(client) = self.cluster_client()? {
+            let conn = client.get_pending_async_connection_with_config(
+                ::redis::cluster::ClusterConfig::new()
+                    .set_connection_timeout(self.connection_timeout),
+            );
+            return Ok(RedisHandle::new(SharedConnection::Cluster(conn), self.url));
+        }
         let client = self.client()?;
         let conn = client
             .get_connection_manager_lazy(self.manager_config())
             .map_err(|err| Error::Config(format!("cannot create a Redis handle: {err}")))?;
-        Ok(RedisHandle::new(conn, redact_url(&self.url)))
+        Ok(RedisHandle::new(
+            SharedConnection::Node(conn),
+            redact_url(&self.url),
+        ))
     }
 
     /// Builds a [`RedisPool`], opening one connection (and [`min_idle`](Self::min_idle)
@@ -332,8 +413,57 @@ impl RedisPoolBuilder {
         Ok(self.into_pool(pool, client, last_error))
     }
 
-    /// Checks every setting and parses the URL.
+    /// The cluster client, after checking every setting; `None` for a single server.
+    fn cluster_client(&self) -> Result<Option<ClusterClient>> {
+        let Some(seeds) = &self.cluster else {
+            return Ok(None);
+        };
+        self.check_settings()?;
+        if seeds.is_empty() {
+            return Err(Error::Config(
+                "a Redis Cluster needs at least one seed node URL".into(),
+            ));
+        }
+        let mut nodes = Vec::with_capacity(seeds.len());
+        for seed in seeds {
+            let info = seed.as_str().into_connection_info().map_err(|err| {
+                Error::Config(format!("invalid Redis URL {}: {err}", redact_url(seed)))
+            })?;
+            nodes.push(info);
+        }
+        let mut builder = ClusterClientBuilder::new(nodes)
+            .connection_timeout(self.connection_timeout)
+            .retries(u32::try_from(self.reconnect_retries).unwrap_or(u32::MAX));
+        if let Some(timeout) = self.response_timeout {
+            builder = builder.response_timeout(timeout);
+        }
+        builder
+            .build()
+            .map(Some)
+            .map_err(|err| Error::Config(format!("invalid Redis Cluster settings: {err}")))
+    }
+
+    /// Checks every setting and parses the URL of a single server.
     fn client(&self) -> Result<Client> {
+        if self.cluster.is_some() {
+            return Err(Error::Config(
+                "a RedisPool holds connections to one server; on a Redis Cluster use the \
+                 RedisHandle from build(), which routes every command to its node"
+                    .into(),
+            ));
+        }
+        self.check_settings()?;
+        Client::open(self.url.as_str()).map_err(|err| {
+            // The parser's messages name what is wrong, never the URL itself.
+            Error::Config(format!(
+                "invalid Redis URL {}: {err}",
+                redact_url(&self.url)
+            ))
+        })
+    }
+
+    /// Checks the settings that do not depend on the server.
+    fn check_settings(&self) -> Result<()> {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(Error::Config(
                 "Redis handles must be built inside a Tokio runtime".into(),
@@ -372,13 +502,7 @@ impl RedisPoolBuilder {
                 )));
             }
         }
-        Client::open(self.url.as_str()).map_err(|err| {
-            // The parser's messages name what is wrong, never the URL itself.
-            Error::Config(format!(
-                "invalid Redis URL {}: {err}",
-                redact_url(&self.url)
-            ))
-        })
+        Ok(())
     }
 
     fn manager_config(&self) -> ConnectionManagerConfig {

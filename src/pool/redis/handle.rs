@@ -10,14 +10,16 @@ use std::{
 use ::redis::{
     Cmd, Pipeline, RedisFuture, RedisResult, Value,
     aio::{ConnectionLike, ConnectionManager},
+    cluster_async::ClusterConnection,
 };
 
 use crate::pool::{AcquireStats, Error, PoolSnapshot, Result};
 
 /// A cheap-to-clone handle on one multiplexed Redis connection that reconnects by itself:
-/// the default way to talk to Redis.
+/// the default way to talk to Redis, to one server or to a Redis Cluster.
 ///
-/// Every clone shares one connection (redis-rs's [`ConnectionManager`]): commands from all
+/// Every clone shares one connection (redis-rs's [`ConnectionManager`]; on a cluster,
+/// redis-rs's [`ClusterConnection`], one multiplexed connection per node): commands from all
 /// tasks are written to it as they come and their replies matched in order, so no task ever
 /// waits for a connection to be free, and a burst of commands leaves in few packets. In
 /// `benches/redis_pool.rs`, 50 concurrent tasks doing 1 KiB `GET`s get 2 to 4 times the
@@ -34,6 +36,15 @@ use crate::pool::{AcquireStats, Error, PoolSnapshot, Result};
 /// What one shared connection cannot do (blocking pops, `WATCH`/`MULTI`, anything that
 /// changes the session with `SELECT` or `CLIENT`) belongs on a
 /// [`RedisPool`](super::RedisPool).
+///
+/// # On a cluster
+///
+/// A handle built from seed nodes ([`RedisPoolBuilder::cluster`](super::RedisPoolBuilder::cluster),
+/// or `REDIS_CLUSTER_URLS` through [`from_env`](super::RedisPoolBuilder::from_env)) is the
+/// same type and is used the same way: redis-rs routes each command to the master owning
+/// its key's hash slot, follows `MOVED` and `ASK` redirections, refreshes the slot map and
+/// reconnects to nodes that come back. The crate's stores hash-tag their keys so that every
+/// script they run touches one slot; a script or pipeline of yours must do the same.
 ///
 /// Send commands through [`connection`](Self::connection), or through the handle itself,
 /// which implements [`ConnectionLike`] and counts what it sends for [`stats`](Self::stats).
@@ -61,8 +72,67 @@ use crate::pool::{AcquireStats, Error, PoolSnapshot, Result};
 /// ```
 #[derive(Clone)]
 pub struct RedisHandle {
-    conn: ConnectionManager,
+    conn: SharedConnection,
     shared: Arc<Shared>,
+}
+
+/// The connection every clone of a [`RedisHandle`] shares: to one server, or to a cluster.
+///
+/// Cloning is cheap (a reference count). It implements [`ConnectionLike`], so every
+/// redis-rs command, pipeline and script runs on it as on the connection it wraps.
+#[derive(Clone)]
+#[non_exhaustive]
+pub enum SharedConnection {
+    /// One server, through redis-rs's reconnecting [`ConnectionManager`].
+    Node(ConnectionManager),
+    /// A Redis Cluster, through redis-rs's [`ClusterConnection`].
+    Cluster(ClusterConnection),
+}
+
+impl SharedConnection {
+    /// Whether this is a cluster connection.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Self::Cluster(_))
+    }
+}
+
+impl ConnectionLike for SharedConnection {
+    #[inline]
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Node(conn) => conn.req_packed_command(cmd),
+            Self::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    #[inline]
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Node(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Node(conn) => conn.get_db(),
+            Self::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
+
+impl fmt::Debug for SharedConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Node(_) => "SharedConnection::Node",
+            Self::Cluster(_) => "SharedConnection::Cluster",
+        })
+    }
 }
 
 struct Shared {
@@ -88,7 +158,7 @@ impl Drop for InFlight<'_> {
 }
 
 impl RedisHandle {
-    pub(crate) fn new(conn: ConnectionManager, url: String) -> Self {
+    pub(crate) fn new(conn: SharedConnection, url: String) -> Self {
         Self {
             conn,
             shared: Arc::new(Shared {
@@ -102,11 +172,12 @@ impl RedisHandle {
     /// A clone of the multiplexed connection, to send any redis-rs command, pipeline or
     /// script on. Cloning is cheap (a reference count); commands sent on it are not counted
     /// in [`stats`](Self::stats).
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn connection(&self) -> SharedConnection {
         self.conn.clone()
     }
 
-    /// The server's URL, without its password.
+    /// The server's URL without its password; for a cluster, the seed nodes' URLs joined
+    /// by commas.
     pub fn url(&self) -> &str {
         &self.shared.url
     }
@@ -114,7 +185,7 @@ impl RedisHandle {
     /// Whether the handle talks to a Redis Cluster, where every command and script must
     /// touch keys of one hash slot (group work by [`redis::cluster_routing::Slot::for_key`]).
     pub fn is_cluster(&self) -> bool {
-        false
+        self.conn.is_cluster()
     }
 
     /// Sends `PING` and checks the reply, for a health check.
@@ -176,7 +247,7 @@ impl ConnectionLike for RedisHandle {
         Box::pin(async move {
             let _in_flight = InFlight::enter(&self.shared.in_flight);
             let started = Instant::now();
-            let result = self.conn.send_packed_command(cmd).await;
+            let result = self.conn.req_packed_command(cmd).await;
             self.record(started, &result);
             result
         })
@@ -193,7 +264,7 @@ impl ConnectionLike for RedisHandle {
             let started = Instant::now();
             let result = self
                 .conn
-                .send_packed_commands(pipeline, offset, count)
+                .req_packed_commands(pipeline, offset, count)
                 .await;
             self.record(started, &result);
             result

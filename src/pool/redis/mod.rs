@@ -35,6 +35,6 @@ mod pool;
 pub use self::{
     builder::RedisPoolBuilder,
     connection::{RedisConnection, RedisManager},
-    handle::RedisHandle,
+    handle::{RedisHandle, SharedConnection},
     pool::{PooledRedisConnection, RedisPool},
 };
