@@ -155,6 +155,8 @@ mod options;
 #[cfg(feature = "redis")]
 mod redis;
 mod stats;
+#[cfg(feature = "redis")]
+mod subscription;
 mod tags;
 #[cfg(feature = "redis")]
 mod tiered;

@@ -16,6 +16,7 @@ use super::{
         Backend, Decoder, Entry, EntryMeta, Epoch, Key, KeyPrefix, Tag, TagEpoch, Value, now_ms,
     },
     error::BackendError,
+    subscription::{channel, namespace_of},
 };
 use crate::pool::{RedisHandle, SharedConnection};
 
@@ -704,11 +705,7 @@ impl<'a> Reader<'a> {
 
 /// The pub/sub channel of the namespace `storage` belongs to: its hash tag and `:l1`.
 pub(super) fn channel_of(storage: &str) -> String {
-    let namespace = match storage.find('}') {
-        Some(end) if storage.starts_with('{') => &storage[..=end],
-        _ => storage,
-    };
-    format!("{namespace}:l1")
+    channel(namespace_of(storage).unwrap_or(storage))
 }
 
 /// What a tiered backend drops from its in-process copy when another instance changes

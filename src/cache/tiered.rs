@@ -4,23 +4,15 @@
 use std::{
     collections::hash_map::DefaultHasher,
     fmt,
-    future::poll_fn,
     hash::{Hash, Hasher},
-    pin::Pin,
     sync::{
-        Arc, Mutex, MutexGuard, OnceLock,
-        atomic::{AtomicBool, AtomicU64, Ordering::SeqCst},
+        Arc,
+        atomic::{AtomicU64, Ordering::SeqCst},
     },
-    task::Poll,
     time::Duration,
 };
 
-use ::redis::aio::{PubSubSink, PubSubStream};
 use async_trait::async_trait;
-use futures_core::Stream;
-use tokio::{sync::Notify, task::JoinHandle};
-
-use crate::log_gate::{LOG_INTERVAL, LogGate};
 
 use super::{
     backend::{
@@ -29,18 +21,11 @@ use super::{
     error::BackendError,
     memory::MemoryBackend,
     redis::{Message, RedisBackend},
+    subscription::{DEFAULT_PING_INTERVAL, Listener, Subscription},
 };
 
 /// Default for [`TieredBackendBuilder::l1_ttl`].
 const DEFAULT_L1_TTL: Duration = Duration::from_secs(30);
-/// First pause before resubscribing; it doubles, with jitter, up to [`MAX_BACKOFF`].
-const MIN_BACKOFF: Duration = Duration::from_millis(100);
-/// Longest pause between two subscription attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
-/// How long opening the subscription, or one `SUBSCRIBE` or `PING` on it, may take.
-const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
-/// Default for [`TieredBackendBuilder::ping_interval`].
-const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(5);
 /// Number of per-key write counters; keys share them by hash.
 const STRIPES: usize = 64;
 
@@ -107,44 +92,20 @@ pub struct TieredBackend {
 
 struct Shared {
     l2: RedisBackend,
-    client: ::redis::Client,
-    coherence: Arc<Coherence>,
+    /// The invalidation subscription; while it is live, L1 may be trusted.
+    subscription: Subscription<Coherence>,
     l1_ttl: Duration,
-    ping_interval: Duration,
-    listener: OnceLock<JoinHandle<()>>,
 }
 
-impl Drop for Shared {
-    fn drop(&mut self) {
-        if let Some(listener) = self.listener.get() {
-            listener.abort();
-        }
-    }
-}
-
-/// What the listener and the backend share.
+/// What the subscription keeps coherent.
 struct Coherence {
     l1: MemoryBackend,
     /// The L2 backend's id, written in the messages it publishes.
     instance: u128,
-    /// Whether the subscription is up and L1 may be trusted.
-    live: AtomicBool,
     /// Bumped by every change of a tag, a prefix or the whole of L1.
     global: AtomicU64,
     /// Bumped by every change of a key, by the key's hash.
     stripes: [AtomicU64; STRIPES],
-    namespaces: Mutex<Namespaces>,
-    /// Wakes the listener when a namespace is wanted.
-    wake: Notify,
-    lost_log: LogGate,
-}
-
-#[derive(Default)]
-struct Namespaces {
-    /// Hash tags (`{namespace}`) whose channel the listener should subscribe to.
-    wanted: Vec<Arc<str>>,
-    /// Those subscribed on the current connection.
-    subscribed: Vec<Arc<str>>,
 }
 
 /// The write counters a fill must find unchanged.
@@ -168,12 +129,16 @@ impl TieredBackend {
 
     /// Whether the invalidation subscription is up, so that L1 answers reads.
     pub fn is_subscribed(&self) -> bool {
-        self.shared.coherence.live.load(SeqCst)
+        self.shared.subscription.is_live()
     }
 
     /// The in-process tier.
     pub fn l1(&self) -> &MemoryBackend {
-        &self.shared.coherence.l1
+        &self.coherence().l1
+    }
+
+    fn coherence(&self) -> &Coherence {
+        self.shared.subscription.listener()
     }
 
     /// The Redis tier.
@@ -183,35 +148,16 @@ impl TieredBackend {
 
     /// Makes sure the listener subscribes to the namespace of `storage`.
     fn want(&self, storage: &str) {
-        let Some(namespace) = namespace_of(storage) else {
-            return;
-        };
-        let coherence = &self.shared.coherence;
-        {
-            let mut namespaces = lock(&coherence.namespaces);
-            if namespaces.wanted.iter().any(|known| **known == *namespace) {
-                return;
-            }
-            namespaces.wanted.push(namespace.into());
-        }
-        coherence.wake.notify_one();
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            self.shared.listener.get_or_init(|| {
-                runtime.spawn(listen(
-                    Arc::clone(coherence),
-                    self.shared.client.clone(),
-                    self.shared.ping_interval,
-                ))
-            });
-        }
+        self.shared.subscription.want(storage);
     }
 
     /// Keeps `entry`, just read from Redis, in L1, unless something changed since `before`.
     async fn fill(&self, key: &Key, entry: &Entry, before: Snapshot) {
-        let coherence = &self.shared.coherence;
-        if !coherence.live.load(SeqCst)
+        let subscription = &self.shared.subscription;
+        let coherence = subscription.listener();
+        if !subscription.is_live()
             || coherence.snapshot(key) != before
-            || !coherence.subscribed(key.as_str())
+            || !subscription.subscribed(key.as_str())
         {
             return;
         }
@@ -225,7 +171,7 @@ impl TieredBackend {
             tags: tags.into_iter().zip(epochs).collect(),
         };
         let _ = coherence.l1.set(key, copy).await;
-        if !coherence.live.load(SeqCst) || coherence.snapshot(key) != before {
+        if !subscription.is_live() || coherence.snapshot(key) != before {
             let _ = coherence.l1.delete(key).await;
         }
     }
@@ -235,8 +181,8 @@ impl TieredBackend {
 impl Backend for TieredBackend {
     async fn get(&self, key: &Key, decode: Decoder) -> Result<Option<Arc<Entry>>, BackendError> {
         self.want(key.as_str());
-        let coherence = &self.shared.coherence;
-        if coherence.live.load(SeqCst)
+        let coherence = self.coherence();
+        if self.shared.subscription.is_live()
             && let LocalLookup::Hit(entry) = coherence.l1.get_local(key)
         {
             return Ok(Some(entry));
@@ -273,9 +219,8 @@ impl Backend for TieredBackend {
 
     #[inline]
     fn get_local(&self, key: &Key) -> LocalLookup {
-        let coherence = &self.shared.coherence;
-        if coherence.live.load(SeqCst)
-            && let LocalLookup::Hit(entry) = coherence.l1.get_local(key)
+        if self.shared.subscription.is_live()
+            && let LocalLookup::Hit(entry) = self.coherence().l1.get_local(key)
         {
             return LocalLookup::Hit(entry);
         }
@@ -285,19 +230,19 @@ impl Backend for TieredBackend {
     async fn set(&self, key: &Key, entry: Entry) -> Result<(), BackendError> {
         self.want(key.as_str());
         let result = self.shared.l2.set(key, entry).await;
-        self.shared.coherence.drop_key(key).await;
+        self.coherence().drop_key(key).await;
         result
     }
 
     async fn delete(&self, key: &Key) -> Result<(), BackendError> {
         let result = self.shared.l2.delete(key).await;
-        self.shared.coherence.drop_key(key).await;
+        self.coherence().drop_key(key).await;
         result
     }
 
     async fn delete_prefix(&self, prefix: &KeyPrefix) -> Result<u64, BackendError> {
         let result = self.shared.l2.delete_prefix(prefix).await;
-        self.shared.coherence.drop_prefix(prefix).await;
+        self.coherence().drop_prefix(prefix).await;
         result
     }
 
@@ -310,7 +255,7 @@ impl Backend for TieredBackend {
 
     async fn invalidate_tags(&self, tags: &[Tag]) -> Result<(), BackendError> {
         let result = self.shared.l2.invalidate_tags(tags).await;
-        self.shared.coherence.drop_tags(tags).await;
+        self.coherence().drop_tags(tags).await;
         result
     }
 
@@ -322,7 +267,7 @@ impl Backend for TieredBackend {
 impl fmt::Debug for TieredBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TieredBackend")
-            .field("l1", &self.shared.coherence.l1)
+            .field("l1", &self.coherence().l1)
             .field("l2", &self.shared.l2)
             .field("l1_ttl", &self.shared.l1_ttl)
             .field("subscribed", &self.is_subscribed())
@@ -370,21 +315,19 @@ impl TieredBackendBuilder {
         let coherence = Coherence {
             l1: self.l1.unwrap_or_default(),
             instance: self.l2.instance(),
-            live: AtomicBool::new(false),
             global: AtomicU64::new(0),
             stripes: std::array::from_fn(|_| AtomicU64::new(0)),
-            namespaces: Mutex::default(),
-            wake: Notify::new(),
-            lost_log: LogGate::new(LOG_INTERVAL),
         };
         TieredBackend {
             shared: Arc::new(Shared {
                 l2: self.l2,
-                client: self.client,
-                coherence: Arc::new(coherence),
+                subscription: Subscription::new(
+                    coherence,
+                    vec![self.client],
+                    self.ping_interval,
+                    "reads go to Redis until it is back",
+                ),
                 l1_ttl: self.l1_ttl,
-                ping_interval: self.ping_interval,
-                listener: OnceLock::new(),
             }),
         }
     }
@@ -402,17 +345,6 @@ impl Coherence {
             global: self.global.load(SeqCst),
             stripe: self.stripe(key.as_str()).load(SeqCst),
         }
-    }
-
-    /// Whether the namespace of `storage` is subscribed on the current connection.
-    fn subscribed(&self, storage: &str) -> bool {
-        let Some(namespace) = namespace_of(storage) else {
-            return false;
-        };
-        lock(&self.namespaces)
-            .subscribed
-            .iter()
-            .any(|known| **known == *namespace)
     }
 
     // Each change bumps its counter before touching L1, so a fill that read the counter
@@ -441,6 +373,9 @@ impl Coherence {
             .await;
     }
 
+}
+
+impl Listener for Coherence {
     /// Applies a message from another instance.
     async fn apply(&self, payload: &[u8]) {
         match Message::decode(payload) {
@@ -461,154 +396,16 @@ impl Coherence {
         }
     }
 
-    /// The subscription dropped: L1 stops answering until it is back.
-    fn lost(&self, reason: &dyn fmt::Display) {
-        self.live.store(false, SeqCst);
+    /// Anything may have changed while the subscription was down: L1 starts empty.
+    async fn resync(&self) {
+        self.flush().await;
+    }
+
+    /// L1 stops answering (the subscription is no longer live); fills in flight discard
+    /// themselves.
+    fn lost(&self) {
         self.global.fetch_add(1, SeqCst);
-        lock(&self.namespaces).subscribed.clear();
-        if let Some(held_back) = self.lost_log.open(now_ms()) {
-            tracing::warn!(
-                error = %reason,
-                held_back,
-                "cache invalidation subscription lost: reads go to Redis until it is back"
-            );
-        }
     }
-}
-
-/// The listener: subscribes, applies messages, resubscribes with backoff when dropped.
-async fn listen(coherence: Arc<Coherence>, client: ::redis::Client, ping_interval: Duration) {
-    let mut backoff = MIN_BACKOFF;
-    loop {
-        match subscribe(&coherence, &client).await {
-            Ok((sink, stream)) => {
-                backoff = MIN_BACKOFF;
-                let reason = run(&coherence, sink, stream, ping_interval).await;
-                coherence.lost(&reason);
-            }
-            Err(error) => coherence.lost(&error),
-        }
-        let jitter = 0.5 + fastrand::f64();
-        tokio::time::sleep(backoff.mul_f64(jitter)).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
-    }
-}
-
-/// Opens the subscription to every wanted namespace, then flushes L1 and trusts it again.
-async fn subscribe(
-    coherence: &Coherence,
-    client: &::redis::Client,
-) -> Result<(PubSubSink, PubSubStream), BackendError> {
-    let pubsub = timed(client.get_async_pubsub()).await?;
-    let (mut sink, stream) = pubsub.split();
-    let wanted = lock(&coherence.namespaces).wanted.clone();
-    for namespace in &wanted {
-        timed(sink.subscribe(channel(namespace))).await?;
-    }
-    // Anything published from now on arrives; anything before is covered by the flush.
-    coherence.flush().await;
-    lock(&coherence.namespaces).subscribed = wanted;
-    coherence.live.store(true, SeqCst);
-    tracing::debug!("cache invalidation subscription up");
-    Ok((sink, stream))
-}
-
-/// Applies messages until the subscription drops; returns why it dropped.
-async fn run(
-    coherence: &Coherence,
-    mut sink: PubSubSink,
-    mut stream: PubSubStream,
-    ping_interval: Duration,
-) -> String {
-    let mut ping = tokio::time::interval(ping_interval);
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ping.tick().await;
-    loop {
-        let mut notified = std::pin::pin!(coherence.wake.notified());
-        let event = poll_fn(|cx| {
-            if let Poll::Ready(message) = Pin::new(&mut stream).poll_next(cx) {
-                return Poll::Ready(Event::Message(message));
-            }
-            if notified.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Event::Wanted);
-            }
-            if ping.poll_tick(cx).is_ready() {
-                return Poll::Ready(Event::Ping);
-            }
-            Poll::Pending
-        })
-        .await;
-        match event {
-            Event::Message(Some(message)) => coherence.apply(message.get_payload_bytes()).await,
-            Event::Message(None) => return "connection closed".to_owned(),
-            Event::Wanted => {
-                let missing: Vec<Arc<str>> = {
-                    let namespaces = lock(&coherence.namespaces);
-                    namespaces
-                        .wanted
-                        .iter()
-                        .filter(|wanted| !namespaces.subscribed.contains(wanted))
-                        .cloned()
-                        .collect()
-                };
-                for namespace in missing {
-                    if let Err(error) = timed(sink.subscribe(channel(&namespace))).await {
-                        return error.to_string();
-                    }
-                    lock(&coherence.namespaces).subscribed.push(namespace);
-                }
-            }
-            Event::Ping => match timed(sink.ping::<::redis::Value>()).await {
-                Ok(reply) if is_pong(&reply) => {}
-                Ok(reply) => return format!("PING was answered with {reply:?}"),
-                Err(error) => return error.to_string(),
-            },
-        }
-    }
-}
-
-/// What woke the listener.
-enum Event {
-    Message(Option<::redis::Msg>),
-    Wanted,
-    Ping,
-}
-
-/// Runs one subscription step under [`SUBSCRIBE_TIMEOUT`].
-async fn timed<T>(step: impl Future<Output = ::redis::RedisResult<T>>) -> Result<T, BackendError> {
-    match tokio::time::timeout(SUBSCRIBE_TIMEOUT, step).await {
-        Ok(result) => result.map_err(|error| BackendError::new("redis", error)),
-        Err(_) => Err(BackendError::new(
-            "redis",
-            format!("the subscription did not answer within {SUBSCRIBE_TIMEOUT:?}"),
-        )),
-    }
-}
-
-/// Whether `reply` answers a `PING`: `PONG` on a connection without subscriptions, and
-/// `["pong", ""]` in RESP2's subscribe mode, which is the listener's usual state.
-fn is_pong(reply: &::redis::Value) -> bool {
-    use ::redis::Value;
-    let pong = |value: &Value| match value {
-        Value::SimpleString(text) => text.eq_ignore_ascii_case("pong"),
-        Value::BulkString(bytes) => bytes.eq_ignore_ascii_case(b"pong"),
-        _ => false,
-    };
-    match reply {
-        Value::Array(items) | Value::Push { data: items, .. } => items.first().is_some_and(pong),
-        other => pong(other),
-    }
-}
-
-/// The hash tag (`{namespace}`) that starts `storage`.
-fn namespace_of(storage: &str) -> Option<&str> {
-    let end = storage.find('}')?;
-    storage.starts_with('{').then(|| &storage[..=end])
-}
-
-/// The channel of a namespace's hash tag.
-fn channel(namespace: &str) -> String {
-    format!("{namespace}:l1")
 }
 
 /// `meta` with every window ending by `now + ttl`; a cut fresh window loses its compute
@@ -625,12 +422,6 @@ fn meta_within_ttl(meta: EntryMeta, now: u64, ttl: Duration) -> EntryMeta {
             meta.compute_ms
         },
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]
@@ -652,23 +443,5 @@ mod tests {
         assert_eq!(short.fresh_until, 100_000);
         assert_eq!(short.stale_while_revalidate_until, 120_000);
         assert_eq!(short.compute_ms, 20);
-    }
-
-    #[test]
-    fn pongs_are_recognised_in_and_out_of_subscribe_mode() {
-        use ::redis::Value;
-        let bulk = |text: &str| Value::BulkString(text.as_bytes().to_vec());
-        assert!(is_pong(&Value::SimpleString("PONG".into())));
-        assert!(is_pong(&Value::Array(vec![bulk("pong"), bulk("")])));
-        assert!(!is_pong(&Value::Array(Vec::new())));
-        assert!(!is_pong(&Value::Okay));
-        assert!(!is_pong(&bulk("hello")));
-    }
-
-    #[test]
-    fn namespaces_are_the_leading_hash_tag() {
-        assert_eq!(namespace_of("{app}:k:x"), Some("{app}"));
-        assert_eq!(namespace_of("app:k:x"), None);
-        assert_eq!(channel("{app}"), "{app}:l1");
     }
 }

@@ -325,7 +325,12 @@ impl RedisPoolBuilder {
                     source: Box::new(err),
                 })?;
             tracing::debug!(seeds = %self.url, "connected Redis Cluster handle");
-            return Ok(RedisHandle::new(SharedConnection::Cluster(conn), self.url));
+            let seeds = self.seed_clients()?;
+            return Ok(RedisHandle::new(
+                SharedConnection::Cluster(conn),
+                self.url,
+                seeds,
+            ));
         }
         let client = self.client()?;
         let url = redact_url(&self.url);
@@ -337,7 +342,11 @@ impl RedisPoolBuilder {
                 source: Box::new(err),
             })?;
         tracing::debug!(url = %url, "connected Redis handle");
-        Ok(RedisHandle::new(SharedConnection::Node(conn), url))
+        Ok(RedisHandle::new(
+            SharedConnection::Node(conn),
+            url,
+            vec![client],
+        ))
     }
 
     /// A [`RedisHandle`] that connects on its first command, so an application can start
@@ -353,7 +362,12 @@ impl RedisPoolBuilder {
                 ::redis::cluster::ClusterConfig::new()
                     .set_connection_timeout(self.connection_timeout),
             );
-            return Ok(RedisHandle::new(SharedConnection::Cluster(conn), self.url));
+            let seeds = self.seed_clients()?;
+            return Ok(RedisHandle::new(
+                SharedConnection::Cluster(conn),
+                self.url,
+                seeds,
+            ));
         }
         let client = self.client()?;
         let conn = client
@@ -362,6 +376,7 @@ impl RedisPoolBuilder {
         Ok(RedisHandle::new(
             SharedConnection::Node(conn),
             redact_url(&self.url),
+            vec![client],
         ))
     }
 
@@ -441,6 +456,19 @@ impl RedisPoolBuilder {
             .build()
             .map(Some)
             .map_err(|err| Error::Config(format!("invalid Redis Cluster settings: {err}")))
+    }
+
+    /// One client per seed node of a cluster, for subscriptions.
+    fn seed_clients(&self) -> Result<Vec<Client>> {
+        self.cluster
+            .iter()
+            .flatten()
+            .map(|seed| {
+                Client::open(seed.as_str()).map_err(|err| {
+                    Error::Config(format!("invalid Redis URL {}: {err}", redact_url(seed)))
+                })
+            })
+            .collect()
     }
 
     /// Checks every setting and parses the URL of a single server.

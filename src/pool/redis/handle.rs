@@ -137,6 +137,9 @@ impl fmt::Debug for SharedConnection {
 
 struct Shared {
     url: String,
+    /// Where a subscription connection can be opened: the server, or each seed node of a
+    /// cluster (whose nodes forward every `PUBLISH` to the subscribers of all the others).
+    subscribe_to: Vec<::redis::Client>,
     in_flight: AtomicU32,
     stats: AcquireStats,
 }
@@ -158,11 +161,16 @@ impl Drop for InFlight<'_> {
 }
 
 impl RedisHandle {
-    pub(crate) fn new(conn: SharedConnection, url: String) -> Self {
+    pub(crate) fn new(
+        conn: SharedConnection,
+        url: String,
+        subscribe_to: Vec<::redis::Client>,
+    ) -> Self {
         Self {
             conn,
             shared: Arc::new(Shared {
                 url,
+                subscribe_to,
                 in_flight: AtomicU32::new(0),
                 stats: AcquireStats::default(),
             }),
@@ -186,6 +194,12 @@ impl RedisHandle {
     /// touch keys of one hash slot (group work by [`redis::cluster_routing::Slot::for_key`]).
     pub fn is_cluster(&self) -> bool {
         self.conn.is_cluster()
+    }
+
+    /// Clients to open a pub/sub connection with, in the order to try them: the server's
+    /// own, or one per seed node of a cluster.
+    pub(crate) fn subscribe_to(&self) -> &[::redis::Client] {
+        &self.shared.subscribe_to
     }
 
     /// Sends `PING` and checks the reply, for a health check.
