@@ -164,6 +164,29 @@ async fn race(cache: &Cache, reader: &Cache) {
     );
 }
 
+/// A cache on a Redis backend tracking epochs, whose subscription is up.
+async fn tracking(namespace: &Namespace, url: &str) -> (RedisBackend, Cache) {
+    let backend = redis_backend(url).await.track_epochs(true);
+    let cache = cache(namespace, backend.clone());
+    let _ = cache.get::<u32>("warm-up").await;
+    eventually("the epoch subscription", || async { backend.is_tracking() }).await;
+    (backend, cache)
+}
+
+/// How many times the server ran `command` (from `INFO commandstats`).
+async fn calls(conn: &mut redis::aio::MultiplexedConnection, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .unwrap();
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|line| line.strip_prefix(prefix.as_str()))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |count| count.parse().unwrap())
+}
+
 // ===== Redis backend =====
 
 #[tokio::test]
@@ -720,6 +743,172 @@ async fn tiered_listener_stops_with_the_last_clone() {
 }
 
 #[cfg(feature = "health")]
+// ===== Tracked epochs =====
+#[tokio::test]
+async fn tracked_a_hit_is_one_plain_get_and_no_script() {
+    let Some(server) = RedisServer::start("tracked_a_hit_is_one_plain_get_and_no_script").await
+    else {
+        return;
+    };
+    let ns = Namespace::new(&server.url());
+    let (_, cache) = tracking(&ns, &server.url()).await;
+    cache.set("k", &7u32, tagged(&["a", "b"])).await.unwrap();
+    // The first read learns both epochs.
+    assert_eq!(cache.get::<u32>("k").await.unwrap(), Some(7));
+
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+    let () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        assert_eq!(cache.get::<u32>("k").await.unwrap(), Some(7));
+    }
+    assert_eq!(calls(&mut admin, "get").await, 100);
+    assert_eq!(calls(&mut admin, "mget").await, 0);
+    assert_eq!(calls(&mut admin, "evalsha").await, 0);
+}
+
+#[tokio::test]
+async fn tracked_an_invalidation_on_this_instance_is_seen_before_it_returns() {
+    let Some(redis) =
+        support::redis("tracked_an_invalidation_on_this_instance_is_seen_before_it_returns").await
+    else {
+        return;
+    };
+    let ns = Namespace::new(&redis.url);
+    let (_, cache) = tracking(&ns, &redis.url).await;
+    for round in 0..50u32 {
+        cache.set("k", &round, tagged(&["t"])).await.unwrap();
+        assert_eq!(cache.get::<u32>("k").await.unwrap(), Some(round));
+        cache.invalidate_tags(&["t"]).await.unwrap();
+        assert_eq!(cache.get::<u32>("k").await.unwrap(), None, "round {round}");
+    }
+}
+
+#[tokio::test]
+async fn tracked_a_computation_overlapping_an_invalidation_is_never_served() {
+    let Some(redis) =
+        support::redis("tracked_a_computation_overlapping_an_invalidation_is_never_served").await
+    else {
+        return;
+    };
+    let ns = Namespace::new(&redis.url);
+    let (_, writer) = tracking(&ns, &redis.url).await;
+    let (_, reader) = tracking(&ns, &redis.url).await;
+    // The reader learns the tag's epoch first, so only the push can tell it of the change.
+    writer
+        .set("slow", &"old".to_owned(), tagged(&["race"]))
+        .await
+        .unwrap();
+    assert!(reader.get::<String>("slow").await.unwrap().is_some());
+    writer.invalidate_tags(&["race"]).await.unwrap();
+    eventually("the reader hearing of the invalidation", || async {
+        reader.get::<String>("slow").await.unwrap().is_none()
+    })
+    .await;
+    race(&writer, &reader).await;
+}
+
+#[tokio::test]
+async fn tracked_other_instances_see_an_invalidation_within_milliseconds() {
+    let Some(redis) =
+        support::redis("tracked_other_instances_see_an_invalidation_within_milliseconds").await
+    else {
+        return;
+    };
+    let ns = Namespace::new(&redis.url);
+    let (_, a) = tracking(&ns, &redis.url).await;
+    let (_, b) = tracking(&ns, &redis.url).await;
+    let mut slowest = Duration::ZERO;
+    for round in 0..20u32 {
+        b.set("k", &round, tagged(&["t"])).await.unwrap();
+        assert_eq!(a.get::<u32>("k").await.unwrap(), Some(round));
+        let started = Instant::now();
+        b.invalidate_tags(&["t"]).await.unwrap();
+        eventually("A seeing the invalidation", || async {
+            a.get::<u32>("k").await.unwrap().is_none()
+        })
+        .await;
+        slowest = slowest.max(started.elapsed());
+    }
+    assert!(
+        slowest < Duration::from_millis(250),
+        "an invalidation took {slowest:?} to reach the other instance"
+    );
+}
+
+#[tokio::test]
+async fn tracked_epochs_are_distrusted_while_the_subscription_is_down() {
+    let Some(server) =
+        RedisServer::start("tracked_epochs_are_distrusted_while_the_subscription_is_down").await
+    else {
+        return;
+    };
+    let ns = Namespace::new(&server.url());
+    let (backend, cache) = tracking(&ns, &server.url()).await;
+    cache.set("k", &1u32, tagged(&["t"])).await.unwrap();
+    assert_eq!(cache.get::<u32>("k").await.unwrap(), Some(1));
+
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(killed, 1);
+    eventually("the listener noticing", || async { !backend.is_tracking() }).await;
+
+    // An invalidation whose message this instance cannot have received.
+    let epoch: Vec<u8> = (0..16).map(|_| 0xAB).collect();
+    let () = admin.set(ns.tag("t"), epoch).await.unwrap();
+    assert_eq!(cache.get::<u32>("k").await.unwrap(), None);
+
+    eventually("the subscription coming back", || async {
+        backend.is_tracking()
+    })
+    .await;
+    cache.set("k", &2u32, tagged(&["t"])).await.unwrap();
+    assert_eq!(cache.get::<u32>("k").await.unwrap(), Some(2));
+}
+
+#[tokio::test]
+async fn tracked_a_missing_epoch_key_and_foreign_bytes_are_misses() {
+    let Some(redis) =
+        support::redis("tracked_a_missing_epoch_key_and_foreign_bytes_are_misses").await
+    else {
+        return;
+    };
+    let ns = Namespace::new(&redis.url);
+    let (_, cache) = tracking(&ns, &redis.url).await;
+    cache
+        .set("k", &"v".to_owned(), tagged(&["evicted"]))
+        .await
+        .unwrap();
+    let _: i64 = redis.conn().del(ns.tag("evicted")).await.unwrap();
+    assert_eq!(cache.get::<String>("k").await.unwrap(), None);
+
+    let () = redis
+        .conn()
+        .set(ns.key("foreign"), "not an entry")
+        .await
+        .unwrap();
+    assert_eq!(cache.get::<String>("foreign").await.unwrap(), None);
+    let () = redis
+        .conn()
+        .rpush(ns.key("list"), "a list, not a string")
+        .await
+        .unwrap();
+    assert_eq!(cache.get::<String>("list").await.unwrap(), None);
+    let left: bool = redis.conn().exists(ns.key("list")).await.unwrap();
+    assert!(!left, "the read script removes a key of another type");
+}
+
 #[tokio::test]
 async fn health_check_pings_the_redis_behind_a_cache() {
     use perfkit::health::{CacheCheck, HealthCheck};

@@ -160,6 +160,8 @@ mod subscription;
 mod tags;
 #[cfg(feature = "redis")]
 mod tiered;
+#[cfg(feature = "redis")]
+mod tracked;
 
 #[doc(inline)]
 #[allow(deprecated)]

@@ -16,7 +16,8 @@ use super::{
         Backend, Decoder, Entry, EntryMeta, Epoch, Key, KeyPrefix, Tag, TagEpoch, Value, now_ms,
     },
     error::BackendError,
-    subscription::{channel, namespace_of},
+    subscription::{DEFAULT_PING_INTERVAL, Subscription, channel, namespace_of},
+    tracked::TrackedEpochs,
 };
 use crate::pool::{RedisHandle, SharedConnection};
 
@@ -100,6 +101,10 @@ const DEFAULT_RETRY_INTERVAL: Duration = Duration::from_millis(200);
 const DEFAULT_EPOCH_TTL: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 /// Default for [`RedisBackend::scan_count`].
 const DEFAULT_SCAN_COUNT: usize = 1000;
+/// Most tag epochs a backend tracking epochs keeps (see [`RedisBackend::track_epochs`]).
+const TRACKED_TAGS: usize = 100_000;
+/// Age after which a tracked epoch is read from Redis again.
+const TRACKED_MAX_AGE: Duration = Duration::from_secs(60);
 
 /// A [`Backend`] that keeps entries and tag epochs in Redis, over perfkit's multiplexed
 /// [`RedisHandle`].
@@ -153,7 +158,33 @@ const DEFAULT_SCAN_COUNT: usize = 1000;
 ///
 /// Deletions, writes and invalidations are also published on the namespace's channel
 /// (`{namespace}:l1`), for the in-process copies of [`TieredBackend`](super::TieredBackend)s
-/// in other processes.
+/// and the tracked epochs of other instances.
+///
+/// # Tracked epochs
+///
+/// With [`track_epochs`](Self::track_epochs), a read is a plain `GET` of the entry and a
+/// comparison of its recorded epochs with a local table of the epochs this instance has
+/// seen; an epoch the table does not hold (first use, evicted, older than a minute) is read
+/// with one `MGET` and kept. The table learns of invalidations from the namespace's
+/// channel, which this backend then subscribes to. What is guaranteed:
+///
+/// - **On the instance that invalidates**, once [`invalidate_tags`](Backend::invalidate_tags)
+///   has returned, no read serves a value computed before it: the call forgets the tags'
+///   epochs itself, and a read that fetched an epoch while a change landed does not keep it.
+/// - **On other instances**, within the time the invalidation message takes to arrive
+///   (`tests/cache_redis.rs` measures it under 250 ms with a margin; on loopback it is well
+///   under a millisecond). The read script has no such window, which is why tracking is
+///   an option and not the default.
+/// - **While the subscription is down** (not yet open, dropped, reopening), reads go
+///   through the read script, as without tracking, and the table is emptied when the
+///   subscription is back, since messages may have been missed.
+/// - The table is bounded (100 000 tags); eviction costs an `MGET`, never a stale hit. An
+///   entry whose tag was invalidated is a miss but stays in Redis until it is overwritten or
+///   expires (the read script unlinks it).
+///
+/// On a Redis Cluster the namespace's hash tag keeps an entry and its tags' epoch keys in
+/// one slot, so the read script works there too; tracking saves its cost in either case.
+/// Figures: BENCHMARKS.md, "Cache", "Tracked epochs".
 ///
 /// # Example
 ///
@@ -187,6 +218,19 @@ struct Inner {
     get_script: Script,
     epochs_script: Script,
     corrupt_log: LogGate,
+    /// The tag epochs seen, when reads validate tags locally.
+    tracked: Option<Subscription<TrackedEpochs>>,
+}
+
+impl Inner {
+    fn tracking(instance: u128, handle: &RedisHandle) -> Subscription<TrackedEpochs> {
+        Subscription::new(
+            TrackedEpochs::new(instance, TRACKED_TAGS, TRACKED_MAX_AGE),
+            handle.subscribe_to().to_vec(),
+            DEFAULT_PING_INTERVAL,
+            "reads check tags in Redis until it is back",
+        )
+    }
 }
 
 impl RedisBackend {
@@ -205,8 +249,32 @@ impl RedisBackend {
                 get_script: Script::new(GET_SCRIPT),
                 epochs_script: Script::new(EPOCHS_SCRIPT),
                 corrupt_log: LogGate::new(LOG_INTERVAL),
+                tracked: None,
             }),
         }
+    }
+
+    /// Validates a read's tags against a local table of the epochs this backend has seen,
+    /// kept current by the namespace's invalidation channel, instead of in Redis: a hit is
+    /// then one plain `GET` and a comparison in memory (see "Tracked epochs" above).
+    ///
+    /// Off by default. The subscription opens on its own connection (to the server, or to
+    /// a seed node of a cluster) when the first key of a namespace is read; until it is up,
+    /// and whenever it drops, reads run the read script as without tracking.
+    #[must_use]
+    pub fn track_epochs(self, enabled: bool) -> Self {
+        self.with(|inner| {
+            inner.tracked = enabled.then(|| Inner::tracking(inner.instance, &inner.handle));
+        })
+    }
+
+    /// Whether reads validate tags against tracked epochs right now: tracking is on and
+    /// its subscription is up.
+    pub fn is_tracking(&self) -> bool {
+        self.inner
+            .tracked
+            .as_ref()
+            .is_some_and(Subscription::is_live)
     }
 
     /// How long one call to Redis may take before it fails, so that a hung server costs a
@@ -268,6 +336,7 @@ impl RedisBackend {
             change(inner);
             return self;
         }
+        let instance = fastrand::u128(..);
         let mut inner = Inner {
             handle: self.inner.handle.clone(),
             conn: self.inner.conn.clone(),
@@ -276,10 +345,15 @@ impl RedisBackend {
             breaker: Breaker::new(millis(self.inner.retry_interval)),
             epoch_ttl: self.inner.epoch_ttl,
             scan_count: self.inner.scan_count,
-            instance: fastrand::u128(..),
+            instance,
             get_script: Script::new(GET_SCRIPT),
             epochs_script: Script::new(EPOCHS_SCRIPT),
             corrupt_log: LogGate::new(LOG_INTERVAL),
+            tracked: self
+                .inner
+                .tracked
+                .as_ref()
+                .map(|_| Inner::tracking(instance, &self.inner.handle)),
         };
         change(&mut inner);
         Self {
@@ -319,7 +393,7 @@ impl Inner {
             }
             Ok(Err(error)) if !unreachable(&error) => {
                 self.answered();
-                BackendError::new(NAME, error)
+                return Err(BackendError::new(NAME, error));
             }
             Ok(Err(error)) => BackendError::new(NAME, error),
             Err(_) => self.timed_out(),
@@ -377,41 +451,16 @@ impl Inner {
 #[async_trait]
 impl Backend for RedisBackend {
     async fn get(&self, key: &Key, _decode: Decoder) -> Result<Option<Arc<Entry>>, BackendError> {
-        let inner = &*self.inner;
-        let reply: redis::Value = inner
-            .call(|mut conn| async move {
-                inner
-                    .get_script
-                    .key(key.as_str())
-                    .invoke_async(&mut conn)
-                    .await
-            })
-            .await?;
-        let blob = match reply {
-            redis::Value::BulkString(blob) => Bytes::from(blob),
-            redis::Value::Nil => return Ok(None),
-            redis::Value::Int(_) => {
-                warn_corrupt(&inner.corrupt_log, key, "not an entry of this cache");
-                return Ok(None);
-            }
-            other => {
-                return Err(BackendError::new(
-                    NAME,
-                    format!("unexpected reply to the read script: {other:?}"),
-                ));
-            }
-        };
-        match decode_entry(blob) {
-            Some(entry) if now_ms() < entry.meta.expires_at() => Ok(Some(Arc::new(entry))),
-            Some(_) => Ok(None),
-            None => {
-                // The script checked the layout byte and the tag list, so this is an entry
-                // whose tag names are not UTF-8: written by something else.
-                warn_corrupt(&inner.corrupt_log, key, "entry header is malformed");
-                let _ = self.delete(key).await;
-                Ok(None)
+        if let Some(tracked) = &self.inner.tracked {
+            tracked.want(key.as_str());
+            if tracked.is_live()
+                && tracked.subscribed(key.as_str())
+                && let Some(read) = self.get_tracked(key, tracked.listener()).await
+            {
+                return read;
             }
         }
+        self.get_scripted(key).await
     }
 
     async fn set(&self, key: &Key, entry: Entry) -> Result<(), BackendError> {
@@ -565,9 +614,16 @@ impl Backend for RedisBackend {
             pipe.cmd("PUBLISH").arg(channel).arg(message).ignore();
         }
         let pipe = &pipe;
-        inner
+        let result = inner
             .call(|mut conn| async move { pipe.exec_async(&mut conn).await })
-            .await
+            .await;
+        // Whether or not the write landed, the epochs this instance saw may be stale now.
+        if let Some(tracked) = &inner.tracked {
+            tracked
+                .listener()
+                .forget(tags.iter().map(|tag| tag.as_str()));
+        }
+        result
     }
 
     async fn ping(&self) -> Result<(), BackendError> {
@@ -587,6 +643,127 @@ impl Backend for RedisBackend {
                 })
             });
         self.inner.tried(reply)
+    }
+}
+
+impl RedisBackend {
+    /// A read validated by the read script, in Redis.
+    async fn get_scripted(&self, key: &Key) -> Result<Option<Arc<Entry>>, BackendError> {
+        let inner = &*self.inner;
+        let reply: redis::Value = inner
+            .call(|mut conn| async move {
+                inner
+                    .get_script
+                    .key(key.as_str())
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await?;
+        let blob = match reply {
+            redis::Value::BulkString(blob) => Bytes::from(blob),
+            redis::Value::Nil => return Ok(None),
+            redis::Value::Int(_) => {
+                warn_corrupt(&inner.corrupt_log, key, "not an entry of this cache");
+                return Ok(None);
+            }
+            other => {
+                return Err(BackendError::new(
+                    NAME,
+                    format!("unexpected reply to the read script: {other:?}"),
+                ));
+            }
+        };
+        match decode_entry(blob) {
+            Some(entry) if now_ms() < entry.meta.expires_at() => Ok(Some(Arc::new(entry))),
+            Some(_) => Ok(None),
+            None => {
+                // The script checked the layout byte and the tag list, so this is an entry
+                // whose tag names are not UTF-8: written by something else.
+                warn_corrupt(&inner.corrupt_log, key, "entry header is malformed");
+                let _ = self.delete(key).await;
+                Ok(None)
+            }
+        }
+    }
+
+    /// A read validated against the tracked epochs: one `GET`, plus one `MGET` of the epochs
+    /// the table does not know. `None` when the server answers the `GET` with an error (a
+    /// key of another type), which the read script handles.
+    async fn get_tracked(
+        &self,
+        key: &Key,
+        table: &TrackedEpochs,
+    ) -> Option<Result<Option<Arc<Entry>>, BackendError>> {
+        let inner = &*self.inner;
+        let blob: Option<Vec<u8>> = match inner
+            .call(|mut conn| async move {
+                redis::cmd("GET")
+                    .arg(key.as_str())
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await
+        {
+            Ok(blob) => blob,
+            Err(_) if !inner.breaker.is_open() => return None,
+            Err(error) => return Some(Err(error)),
+        };
+        let Some(blob) = blob else {
+            return Some(Ok(None));
+        };
+        let Some(entry) = decode_entry(Bytes::from(blob)) else {
+            warn_corrupt(&inner.corrupt_log, key, "not an entry of this cache");
+            let _ = self.delete(key).await;
+            return Some(Ok(None));
+        };
+        let now = now_ms();
+        if now >= entry.meta.expires_at() {
+            return Some(Ok(None));
+        }
+        let mut unknown: Vec<usize> = Vec::new();
+        for (index, (tag, recorded)) in entry.tags.iter().enumerate() {
+            match table.get(tag.as_str(), now) {
+                Some(current) if current == *recorded => {}
+                Some(_) => return Some(Ok(None)),
+                None => unknown.push(index),
+            }
+        }
+        if unknown.is_empty() {
+            return Some(Ok(Some(Arc::new(entry))));
+        }
+        // The tags share the entry's namespace, hence its slot: one MGET on a cluster too.
+        let generation = table.generation();
+        let names: Vec<&str> = unknown
+            .iter()
+            .map(|&index| entry.tags[index].0.as_str())
+            .collect();
+        let names = &names;
+        let current = match inner
+            .call(|mut conn| async move {
+                redis::cmd("MGET")
+                    .arg(names)
+                    .query_async::<Vec<Option<Vec<u8>>>>(&mut conn)
+                    .await
+            })
+            .await
+        {
+            Ok(current) if current.len() == names.len() => current,
+            Ok(_) => return None,
+            Err(error) => return Some(Err(error)),
+        };
+        let mut valid = true;
+        for (&index, bytes) in unknown.iter().zip(current) {
+            let (tag, recorded) = &entry.tags[index];
+            match bytes.as_deref().and_then(Epoch::from_bytes) {
+                Some(epoch) => {
+                    table.insert(tag.as_arc(), epoch, generation);
+                    valid &= epoch == *recorded;
+                }
+                // A missing epoch key counts as invalidated, as in the read script.
+                None => valid = false,
+            }
+        }
+        Some(Ok(valid.then(|| Arc::new(entry))))
     }
 }
 
@@ -734,7 +911,7 @@ impl Message {
     }
 
     /// One message per channel the tags belong to: `(channel, message)`.
-    fn tags(instance: u128, tags: &[Tag]) -> Vec<(String, Vec<u8>)> {
+    pub(super) fn tags(instance: u128, tags: &[Tag]) -> Vec<(String, Vec<u8>)> {
         let mut messages: Vec<(String, Vec<u8>)> = Vec::with_capacity(1);
         for tag in tags {
             let channel = channel_of(tag.as_str());

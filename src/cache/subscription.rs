@@ -207,10 +207,7 @@ async fn subscribe<L: Listener>(
     state: &State<L>,
     attempt: usize,
 ) -> Result<(PubSubSink, PubSubStream), BackendError> {
-    let Some(client) = state
-        .clients
-        .get(attempt % state.clients.len().max(1))
-    else {
+    let Some(client) = state.clients.get(attempt % state.clients.len().max(1)) else {
         return Err(BackendError::new(
             "redis",
             "no Redis node to subscribe to invalidations",

@@ -372,7 +372,6 @@ impl Coherence {
             .delete_prefix(&KeyPrefix::from_storage(String::new()))
             .await;
     }
-
 }
 
 impl Listener for Coherence {

@@ -276,10 +276,7 @@ impl ConnectionLike for RedisHandle {
         Box::pin(async move {
             let _in_flight = InFlight::enter(&self.shared.in_flight);
             let started = Instant::now();
-            let result = self
-                .conn
-                .req_packed_commands(pipeline, offset, count)
-                .await;
+            let result = self.conn.req_packed_commands(pipeline, offset, count).await;
             self.record(started, &result);
             result
         })
