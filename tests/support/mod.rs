@@ -17,6 +17,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod capture;
+pub mod redis_cluster;
 
 use std::fmt;
 use std::io::ErrorKind;
@@ -380,6 +381,16 @@ impl RedisServer {
     /// [`start`](Self::start) with extra `redis-server` settings, such as
     /// `["--maxmemory", "2mb"]`; they hold across restarts too.
     pub async fn start_with(test: &str, settings: &[&str]) -> Option<RedisServer> {
+        Self::start_on(test, settings, free_port).await
+    }
+
+    /// [`start_with`](Self::start_with) on ports chosen by `choose_port`, asked again for
+    /// each of the attempts made when a server does not come up.
+    async fn start_on(
+        test: &str,
+        settings: &[&str],
+        choose_port: fn() -> u16,
+    ) -> Option<RedisServer> {
         match Command::new(REDIS_SERVER_BIN)
             .arg("--version")
             .stdout(Stdio::null())
@@ -404,7 +415,7 @@ impl RedisServer {
         let mut last_error = String::new();
         for _ in 0..3 {
             let mut server = RedisServer {
-                port: free_port(),
+                port: choose_port(),
                 dir: dir.clone(),
                 settings: settings.iter().map(|s| (*s).to_owned()).collect(),
                 child: None,
