@@ -8,12 +8,13 @@
 //! | `REQUEST_TIMEOUT_MS` | `30000` | request deadline in milliseconds |
 //! | `DATABASE_URL` | SQLite in memory | PostgreSQL (`postgres://…`) or SQLite (`sqlite:…`); the `users` and `user_progress` tables are created and seeded there on start when empty |
 //! | `DB_POOL_SIZE`, `DB_MAX_OVERFLOW`, `DB_POOL_TIMEOUT`, `DB_POOL_RECYCLE`, `DB_QUERY_TIMEOUT` | see `perfkit::pool` | PostgreSQL pool knobs |
-//! | `REDIS_URL`, `REDIS_MAX_CONNECTIONS` | unset: no Redis | Redis handle; also the rate limiter's shared store |
+//! | `REDIS_URL`, `REDIS_MAX_CONNECTIONS` | unset: no Redis | Redis handle; also the rate limiter's shared store and the cache's Redis tier |
+//! | `REDIS_CLUSTER_URLS` | unset | comma-separated seed nodes of a Redis Cluster, used instead of `REDIS_URL`: the same handle, store and cache on the cluster |
 //! | `RATE_LIMIT` | `100/minute` | requests per client, such as `10/second, 1000/hour` |
 //! | `RATE_LIMIT_PER_MINUTE` | unset | a count per minute, used when `RATE_LIMIT` is unset |
 //! | `TRUSTED_PROXIES` | empty | comma-separated CIDR ranges whose `X-Forwarded-For` names the client |
 //! | `HEALTH_INTERVAL_SECS` | `60` | how often the health checks run in the background |
-//! | `CACHE_PREFIX`, `CACHE_DEFAULT_TTL` | `perfkit`, `300` | cache namespace and default TTL in seconds; the cache is in memory without `REDIS_URL`, tiered (in-process L1, Redis L2) with it |
+//! | `CACHE_PREFIX`, `CACHE_DEFAULT_TTL` | `perfkit`, `300` | cache namespace and default TTL in seconds; the cache is in memory without Redis, tiered (in-process L1, Redis L2 on the app's one handle) with it |
 //! | `HEADER_READ_TIMEOUT_SECS` | `10` | seconds a connection may take to send a request head, and may sit idle between keep-alive requests (one timer in hyper); `0` disables |
 //! | `WRITE_TIMEOUT_SECS` | `30` | seconds a response write may make no progress (the client stopped reading) before the connection is closed; `0` disables |
 //! | `COMPRESSION_MIN_SIZE` | `1024` | bodies smaller than this many bytes are sent uncompressed |
@@ -65,7 +66,10 @@ use axum::{
 };
 use bytes::Bytes;
 use perfkit::{
-    cache::{Cache, CacheBuilder, CacheSnapshot, EntryOptions, http::ResponseCacheLayer},
+    cache::{
+        Cache, CacheBuilder, CacheSnapshot, EntryOptions, RedisBackend, TieredBackend,
+        http::ResponseCacheLayer,
+    },
     compression::CompressionLayer,
     health::{CacheCheck, HealthMonitor, RateLimitCheck, RedisCheck, SqlCheck},
     pool::{PgPoolBuilder, RedisHandle, RedisPoolBuilder, SqlitePoolBuilder},
@@ -95,11 +99,11 @@ pub(crate) struct Config {
     pub(crate) timeout: TimeoutLayer,
     /// `DATABASE_URL` and the `DB_*` pool knobs.
     pub(crate) database: Database,
-    /// `REDIS_URL` and `REDIS_MAX_CONNECTIONS`, when Redis is configured.
+    /// `REDIS_CLUSTER_URLS` or `REDIS_URL`, and `REDIS_MAX_CONNECTIONS`, when Redis is configured.
     pub(crate) redis: Option<RedisPoolBuilder>,
     /// `HEALTH_INTERVAL_SECS`.
     pub(crate) health_interval: Duration,
-    /// `CACHE_PREFIX`, `CACHE_DEFAULT_TTL` and, for a tiered cache, `REDIS_URL`.
+    /// `CACHE_PREFIX` and `CACHE_DEFAULT_TTL`; its backend becomes tiered on the app's Redis handle.
     pub(crate) cache: CacheBuilder,
     /// `RATE_LIMIT` (or `RATE_LIMIT_PER_MINUTE`) and `TRUSTED_PROXIES`; its store becomes
     /// Redis when `REDIS_URL` is set.
@@ -134,9 +138,11 @@ impl Config {
             Ok(url) if !url.trim().is_empty() => Database::Sqlite(SqlitePoolBuilder::from_env()?),
             _ => Database::Sqlite(SqlitePoolBuilder::new("sqlite::memory:")),
         };
-        let redis = match std::env::var("REDIS_URL") {
-            Ok(url) if !url.trim().is_empty() => Some(RedisPoolBuilder::from_env()?),
-            _ => None,
+        let set = |name: &str| std::env::var(name).is_ok_and(|value| !value.trim().is_empty());
+        let redis = if set("REDIS_CLUSTER_URLS") || set("REDIS_URL") {
+            Some(RedisPoolBuilder::from_env()?)
+        } else {
+            None
         };
         let health_interval = match std::env::var("HEALTH_INTERVAL_SECS") {
             Ok(secs) if !secs.trim().is_empty() => Duration::from_secs(secs.trim().parse().map_err(|_| {
@@ -232,8 +238,12 @@ pub(crate) async fn app(config: Config) -> Result<Router, Box<dyn Error>> {
     let queries = eager::routes(db.clone());
     let users = users::Users::new(db, config.cursor_key)?;
     let mut rate_limit = config.rate_limit;
+    let mut cache = config.cache;
     if let Some(builder) = config.redis {
         let redis: RedisHandle = builder.build().await?;
+        // One handle for every module: the cache's Redis tier shares the connection, and
+        // its invalidation subscription goes to the same server (or cluster).
+        cache = cache.backend(TieredBackend::with_l2(RedisBackend::new(redis.clone())).build());
         // Decisions in Redis, shared by every instance; in memory while Redis fails.
         let store = RedisStore::new(redis.clone());
         health = health.check(RateLimitCheck::from(&store));
@@ -242,7 +252,7 @@ pub(crate) async fn app(config: Config) -> Result<Router, Box<dyn Error>> {
             .check(RedisCheck::from(&redis))
             .pools("redis", move || redis.stats());
     }
-    let cache = config.cache.build()?;
+    let cache = cache.build()?;
     let health = health
         .check(CacheCheck::from(&cache).non_critical())
         .build();

@@ -4,7 +4,9 @@
 //!   (one `EVALSHA` that checks both epochs, then decoding) against a raw `GET` of the
 //!   same stored bytes through the same `RedisHandle` (goal: at most 1.3×), and against
 //!   `raw_get_decode`, a hand-written cache read: `GET` of the value's MessagePack and
-//!   decoding it, no tags;
+//!   decoding it, no tags; `tracked_hit_2_tags` is the same read on a backend with
+//!   [`track_epochs`](perfkit::cache::RedisBackend::track_epochs): one plain `GET` and the
+//!   epochs compared in memory;
 //! - `cache_tiered_hit`: a tiered L1 hit against a memory-backend hit, same value.
 //! - `cache_redis_down`: a `Cache::get` on a Redis backend whose server is gone (a closed
 //!   loopback port, the handle built with its default reconnect settings), failing fast
@@ -53,33 +55,48 @@ mod with_redis {
             .tags(["users", "stats"])
             .no_early_refresh();
 
-        let (handle, redis_cache, tiered, tiered_cache, memory_cache) = runtime.block_on(async {
-            let handle = RedisPoolBuilder::new(url.as_str())
-                .build()
-                .await
-                .expect("REDIS_URL answers");
-            let redis_cache = Cache::builder()
-                .prefix(prefix.as_str())
-                .backend(RedisBackend::new(handle.clone()))
-                .build()
-                .expect("a cache");
-            let tiered = TieredBackend::builder(
-                RedisBackend::new(handle.clone()),
-                redis::Client::open(url.as_str()).expect("a Redis URL"),
-            )
-            .build();
-            let tiered_cache = Cache::builder()
-                .prefix(prefix.as_str())
-                .backend(tiered.clone())
-                .build()
-                .expect("a cache");
-            let memory_cache = Cache::builder()
-                .prefix(prefix.as_str())
-                .backend(MemoryBackend::new())
-                .build()
-                .expect("a cache");
-            (handle, redis_cache, tiered, tiered_cache, memory_cache)
-        });
+        let (handle, redis_cache, tracked, tracked_cache, tiered, tiered_cache, memory_cache) =
+            runtime.block_on(async {
+                let handle = RedisPoolBuilder::new(url.as_str())
+                    .build()
+                    .await
+                    .expect("REDIS_URL answers");
+                let redis_cache = Cache::builder()
+                    .prefix(prefix.as_str())
+                    .backend(RedisBackend::new(handle.clone()))
+                    .build()
+                    .expect("a cache");
+                let tracked = RedisBackend::new(handle.clone()).track_epochs(true);
+                let tracked_cache = Cache::builder()
+                    .prefix(prefix.as_str())
+                    .backend(tracked.clone())
+                    .build()
+                    .expect("a cache");
+                let tiered = TieredBackend::builder(
+                    RedisBackend::new(handle.clone()),
+                    redis::Client::open(url.as_str()).expect("a Redis URL"),
+                )
+                .build();
+                let tiered_cache = Cache::builder()
+                    .prefix(prefix.as_str())
+                    .backend(tiered.clone())
+                    .build()
+                    .expect("a cache");
+                let memory_cache = Cache::builder()
+                    .prefix(prefix.as_str())
+                    .backend(MemoryBackend::new())
+                    .build()
+                    .expect("a cache");
+                (
+                    handle,
+                    redis_cache,
+                    tracked,
+                    tracked_cache,
+                    tiered,
+                    tiered_cache,
+                    memory_cache,
+                )
+            });
 
         let raw_key = format!("{{{prefix}}}:raw");
         let packed_key = format!("{{{prefix}}}:packed");
@@ -108,6 +125,12 @@ mod with_redis {
             }
             let _ = tiered_cache.get::<Vec<Record>>("records").await;
             assert!(!tiered.l1().is_empty(), "the tiered L1 holds the entry");
+            // The tracked backend reads by GET once its subscription is up.
+            let _ = tracked_cache.get::<Vec<Record>>("records").await;
+            while !tracked.is_tracking() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let _ = tracked_cache.get::<Vec<Record>>("records").await;
         });
 
         let group_name = "cache_redis_hit";
@@ -141,13 +164,27 @@ mod with_redis {
                 black_box(found.expect("a hit"))
             });
         });
+        group.bench_function("tracked_hit_2_tags", |b| {
+            b.to_async(runtime).iter(|| async {
+                let found: Option<Vec<Record>> = tracked_cache.get("records").await.expect("get");
+                black_box(found.expect("a hit"))
+            });
+        });
         group.finish();
+        assert!(
+            tracked.is_tracking(),
+            "every tracked read was a tracked hit"
+        );
         print_ratios(
             group_name,
             "raw_get",
-            &["raw_get_decode", "redis_hit_2_tags"],
+            &["raw_get_decode", "redis_hit_2_tags", "tracked_hit_2_tags"],
         );
-        print_ratios(group_name, "raw_get_decode", &["redis_hit_2_tags"]);
+        print_ratios(
+            group_name,
+            "raw_get_decode",
+            &["redis_hit_2_tags", "tracked_hit_2_tags"],
+        );
 
         let group_name = "cache_tiered_hit";
         let mut group = c.benchmark_group(group_name);

@@ -51,7 +51,8 @@ const STRIPES: usize = 64;
 ///   freshness windows are cut at that point; when the fresh window is cut the copy does not
 ///   trigger early refresh, since Redis still holds the full lifetime.
 /// - **The subscription** runs on a connection of its own, opened from the `redis::Client`
-///   given to the builder, when the first key of a namespace is used. It is checked with a
+///   given to [`builder`](Self::builder) (or, with [`with_l2`](Self::with_l2), to the L2
+///   handle's server or a cluster's seed nodes), when the first key of a namespace is used. It is checked with a
 ///   `PING` every 5 seconds ([`ping_interval`](TieredBackendBuilder::ping_interval)) and reopened with backoff (100 ms doubling to 5 s) when it drops.
 ///   From the moment it drops (messages may be missed) L1 is no longer trusted: reads go to
 ///   Redis, and fall back on the L1 copy, within its TTL, only when Redis cannot answer, so
@@ -120,7 +121,20 @@ impl TieredBackend {
     pub fn builder(l2: RedisBackend, client: ::redis::Client) -> TieredBackendBuilder {
         TieredBackendBuilder {
             l2,
-            client,
+            clients: vec![client],
+            l1: None,
+            l1_ttl: DEFAULT_L1_TTL,
+            ping_interval: DEFAULT_PING_INTERVAL,
+        }
+    }
+
+    /// A builder over `l2`, subscribing on a connection of its own to the server of `l2`'s
+    /// [`RedisHandle`](crate::pool::RedisHandle), or to one of a cluster's seed nodes (the
+    /// next one when it is gone): no second URL to configure.
+    pub fn with_l2(l2: RedisBackend) -> TieredBackendBuilder {
+        TieredBackendBuilder {
+            clients: l2.handle().subscribe_to().to_vec(),
+            l2,
             l1: None,
             l1_ttl: DEFAULT_L1_TTL,
             ping_interval: DEFAULT_PING_INTERVAL,
@@ -280,7 +294,7 @@ impl fmt::Debug for TieredBackend {
 #[must_use]
 pub struct TieredBackendBuilder {
     l2: RedisBackend,
-    client: ::redis::Client,
+    clients: Vec<::redis::Client>,
     l1: Option<MemoryBackend>,
     l1_ttl: Duration,
     ping_interval: Duration,
@@ -323,7 +337,7 @@ impl TieredBackendBuilder {
                 l2: self.l2,
                 subscription: Subscription::new(
                     coherence,
-                    vec![self.client],
+                    self.clients,
                     self.ping_interval,
                     "reads go to Redis until it is back",
                 ),
