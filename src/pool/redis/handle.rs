@@ -202,7 +202,8 @@ impl RedisHandle {
         &self.shared.subscribe_to
     }
 
-    /// Sends `PING` and checks the reply, for a health check.
+    /// Sends `PING` and checks the reply, for a health check. On a cluster redis-rs sends it
+    /// to every node and it succeeds only if all of them answer.
     ///
     /// # Errors
     ///
