@@ -7,6 +7,8 @@
 //!   decoding it, no tags; `tracked_hit_2_tags` is the same read on a backend with
 //!   [`track_epochs`](perfkit::cache::RedisBackend::track_epochs): one plain `GET` and the
 //!   epochs compared in memory;
+//! - `cache_cluster_hit`: the same four reads on a Redis Cluster given by
+//!   `REDIS_CLUSTER_URLS` (skipped, with a line saying so, when it is unset);
 //! - `cache_tiered_hit`: a tiered L1 hit against a memory-backend hit, same value.
 //! - `cache_redis_down`: a `Cache::get` on a Redis backend whose server is gone (a closed
 //!   loopback port, the handle built with its default reconnect settings), failing fast
@@ -35,7 +37,7 @@ mod with_redis {
     use criterion::Criterion;
     use perfkit::{
         cache::{Cache, EntryOptions, MemoryBackend, RedisBackend, TieredBackend},
-        pool::RedisPoolBuilder,
+        pool::{RedisHandle, RedisPoolBuilder},
     };
     use redis::AsyncCommands;
     use tokio::runtime::Runtime;
@@ -55,51 +57,34 @@ mod with_redis {
             .tags(["users", "stats"])
             .no_early_refresh();
 
-        let (handle, redis_cache, tracked, tracked_cache, tiered, tiered_cache, memory_cache) =
-            runtime.block_on(async {
-                let handle = RedisPoolBuilder::new(url.as_str())
-                    .build()
-                    .await
-                    .expect("REDIS_URL answers");
-                let redis_cache = Cache::builder()
-                    .prefix(prefix.as_str())
-                    .backend(RedisBackend::new(handle.clone()))
-                    .build()
-                    .expect("a cache");
-                let tracked = RedisBackend::new(handle.clone()).track_epochs(true);
-                let tracked_cache = Cache::builder()
-                    .prefix(prefix.as_str())
-                    .backend(tracked.clone())
-                    .build()
-                    .expect("a cache");
-                let tiered = TieredBackend::builder(
-                    RedisBackend::new(handle.clone()),
-                    redis::Client::open(url.as_str()).expect("a Redis URL"),
-                )
-                .build();
-                let tiered_cache = Cache::builder()
-                    .prefix(prefix.as_str())
-                    .backend(tiered.clone())
-                    .build()
-                    .expect("a cache");
-                let memory_cache = Cache::builder()
-                    .prefix(prefix.as_str())
-                    .backend(MemoryBackend::new())
-                    .build()
-                    .expect("a cache");
-                (
-                    handle,
-                    redis_cache,
-                    tracked,
-                    tracked_cache,
-                    tiered,
-                    tiered_cache,
-                    memory_cache,
-                )
-            });
+        let (handle, redis_cache, tiered, tiered_cache, memory_cache) = runtime.block_on(async {
+            let handle = RedisPoolBuilder::new(url.as_str())
+                .build()
+                .await
+                .expect("REDIS_URL answers");
+            let redis_cache = Cache::builder()
+                .prefix(prefix.as_str())
+                .backend(RedisBackend::new(handle.clone()))
+                .build()
+                .expect("a cache");
+            let tiered = TieredBackend::builder(
+                RedisBackend::new(handle.clone()),
+                redis::Client::open(url.as_str()).expect("a Redis URL"),
+            )
+            .build();
+            let tiered_cache = Cache::builder()
+                .prefix(prefix.as_str())
+                .backend(tiered.clone())
+                .build()
+                .expect("a cache");
+            let memory_cache = Cache::builder()
+                .prefix(prefix.as_str())
+                .backend(MemoryBackend::new())
+                .build()
+                .expect("a cache");
+            (handle, redis_cache, tiered, tiered_cache, memory_cache)
+        });
 
-        let raw_key = format!("{{{prefix}}}:raw");
-        let packed_key = format!("{{{prefix}}}:packed");
         runtime.block_on(async {
             redis_cache
                 .set("records", &value, options.clone())
@@ -109,15 +94,6 @@ mod with_redis {
                 .set("records", &value, options.clone())
                 .await
                 .expect("set");
-            // The anchor reads the very bytes the cache stored.
-            let mut conn = handle.connection();
-            let stored: Vec<u8> = conn
-                .get(format!("{{{prefix}}}:k:records"))
-                .await
-                .expect("the stored entry");
-            let () = conn.set(&raw_key, stored).await.expect("set raw");
-            let packed = rmp_serde::to_vec_named(&value).expect("MessagePack");
-            let () = conn.set(&packed_key, packed).await.expect("set packed");
             // Fill the tiered L1 once the subscription is up.
             let _ = tiered_cache.get::<Vec<Record>>("records").await;
             while !tiered.is_subscribed() {
@@ -125,66 +101,21 @@ mod with_redis {
             }
             let _ = tiered_cache.get::<Vec<Record>>("records").await;
             assert!(!tiered.l1().is_empty(), "the tiered L1 holds the entry");
-            // The tracked backend reads by GET once its subscription is up.
-            let _ = tracked_cache.get::<Vec<Record>>("records").await;
-            while !tracked.is_tracking() {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            let _ = tracked_cache.get::<Vec<Record>>("records").await;
         });
 
-        let group_name = "cache_redis_hit";
-        let mut group = c.benchmark_group(group_name);
-        group.bench_function("raw_get", |b| {
-            let conn = handle.connection();
-            b.to_async(runtime).iter(|| {
-                let mut conn = conn.clone();
-                let key = raw_key.as_str();
-                async move {
-                    let bytes: Vec<u8> = conn.get(key).await.expect("GET");
-                    black_box(bytes)
-                }
-            });
-        });
-        group.bench_function("raw_get_decode", |b| {
-            let conn = handle.connection();
-            b.to_async(runtime).iter(|| {
-                let mut conn = conn.clone();
-                let key = packed_key.as_str();
-                async move {
-                    let bytes: Vec<u8> = conn.get(key).await.expect("GET");
-                    let value: Vec<Record> = rmp_serde::from_slice(&bytes).expect("decode");
-                    black_box(value)
-                }
-            });
-        });
-        group.bench_function("redis_hit_2_tags", |b| {
-            b.to_async(runtime).iter(|| async {
-                let found: Option<Vec<Record>> = redis_cache.get("records").await.expect("get");
-                black_box(found.expect("a hit"))
-            });
-        });
-        group.bench_function("tracked_hit_2_tags", |b| {
-            b.to_async(runtime).iter(|| async {
-                let found: Option<Vec<Record>> = tracked_cache.get("records").await.expect("get");
-                black_box(found.expect("a hit"))
-            });
-        });
-        group.finish();
-        assert!(
-            tracked.is_tracking(),
-            "every tracked read was a tracked hit"
-        );
-        print_ratios(
-            group_name,
-            "raw_get",
-            &["raw_get_decode", "redis_hit_2_tags", "tracked_hit_2_tags"],
-        );
-        print_ratios(
-            group_name,
-            "raw_get_decode",
-            &["redis_hit_2_tags", "tracked_hit_2_tags"],
-        );
+        hit_group(c, runtime, "cache_redis_hit", &handle, &prefix);
+        match crate::support::service_url("REDIS_CLUSTER_URLS") {
+            Some(seeds) => {
+                let cluster = runtime.block_on(async {
+                    RedisPoolBuilder::cluster(seeds.split(','))
+                        .build()
+                        .await
+                        .expect("REDIS_CLUSTER_URLS answers")
+                });
+                hit_group(c, runtime, "cache_cluster_hit", &cluster, &prefix);
+            }
+            None => println!("skipped cache_cluster_hit: REDIS_CLUSTER_URLS is not set"),
+        }
 
         let group_name = "cache_tiered_hit";
         let mut group = c.benchmark_group(group_name);
@@ -255,12 +186,114 @@ mod with_redis {
             let mut conn = handle.connection();
             let _: redis::RedisResult<i64> = conn
                 .del(&[
-                    raw_key.clone(),
-                    packed_key.clone(),
                     format!("{{{prefix}}}:t:users"),
                     format!("{{{prefix}}}:t:stats"),
                 ])
                 .await;
+        });
+    }
+
+    /// The hit group on `handle`: raw `GET`, raw `GET` + decode, the script hit and the
+    /// tracked hit of one entry with two tags.
+    fn hit_group(
+        c: &mut Criterion,
+        runtime: &Runtime,
+        group_name: &str,
+        handle: &RedisHandle,
+        prefix: &str,
+    ) {
+        let value = records();
+        let options = EntryOptions::new()
+            .ttl(Duration::from_secs(600))
+            .tags(["users", "stats"])
+            .no_early_refresh();
+        let scripted = Cache::builder()
+            .prefix(prefix)
+            .backend(RedisBackend::new(handle.clone()))
+            .build()
+            .expect("a cache");
+        let tracked =
+            runtime.block_on(async { RedisBackend::new(handle.clone()).track_epochs(true) });
+        let tracked_cache = Cache::builder()
+            .prefix(prefix)
+            .backend(tracked.clone())
+            .build()
+            .expect("a cache");
+        let entry_key = format!("{{{prefix}}}:k:records");
+        let raw_key = format!("{{{prefix}}}:raw");
+        let packed_key = format!("{{{prefix}}}:packed");
+        runtime.block_on(async {
+            scripted
+                .set("records", &value, options.clone())
+                .await
+                .expect("set");
+            // The anchor reads the very bytes the cache stored.
+            let mut conn = handle.connection();
+            let stored: Vec<u8> = conn.get(&entry_key).await.expect("the stored entry");
+            let () = conn.set(&raw_key, stored).await.expect("set raw");
+            let packed = rmp_serde::to_vec_named(&value).expect("MessagePack");
+            let () = conn.set(&packed_key, packed).await.expect("set packed");
+            // The tracked backend reads by GET once its subscription is up.
+            let _ = tracked_cache.get::<Vec<Record>>("records").await;
+            while !tracked.is_tracking() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let _ = tracked_cache.get::<Vec<Record>>("records").await;
+        });
+
+        let mut group = c.benchmark_group(group_name);
+        group.bench_function("raw_get", |b| {
+            let conn = handle.connection();
+            b.to_async(runtime).iter(|| {
+                let mut conn = conn.clone();
+                let key = raw_key.as_str();
+                async move {
+                    let bytes: Vec<u8> = conn.get(key).await.expect("GET");
+                    black_box(bytes)
+                }
+            });
+        });
+        group.bench_function("raw_get_decode", |b| {
+            let conn = handle.connection();
+            b.to_async(runtime).iter(|| {
+                let mut conn = conn.clone();
+                let key = packed_key.as_str();
+                async move {
+                    let bytes: Vec<u8> = conn.get(key).await.expect("GET");
+                    let value: Vec<Record> = rmp_serde::from_slice(&bytes).expect("decode");
+                    black_box(value)
+                }
+            });
+        });
+        for (name, cache) in [
+            ("redis_hit_2_tags", &scripted),
+            ("tracked_hit_2_tags", &tracked_cache),
+        ] {
+            group.bench_function(name, |b| {
+                b.to_async(runtime).iter(|| async {
+                    let found: Option<Vec<Record>> = cache.get("records").await.expect("get");
+                    black_box(found.expect("a hit"))
+                });
+            });
+        }
+        group.finish();
+        assert!(
+            tracked.is_tracking(),
+            "the subscription stayed up: every tracked read was a tracked hit"
+        );
+        print_ratios(
+            group_name,
+            "raw_get",
+            &["raw_get_decode", "redis_hit_2_tags", "tracked_hit_2_tags"],
+        );
+        print_ratios(
+            group_name,
+            "raw_get_decode",
+            &["redis_hit_2_tags", "tracked_hit_2_tags"],
+        );
+        runtime.block_on(async {
+            let mut conn = handle.connection();
+            let _: redis::RedisResult<i64> = conn.del(&[entry_key, raw_key, packed_key]).await;
         });
     }
 }
