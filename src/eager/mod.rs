@@ -85,6 +85,9 @@
 //! the hand-written query.
 
 mod batch;
+#[cfg(feature = "n-plus-one")]
+#[cfg_attr(docsrs, doc(cfg(feature = "n-plus-one")))]
+pub mod detect;
 mod key;
 mod loader;
 
