@@ -5,7 +5,7 @@ use std::hash::Hash;
 
 use sqlx::{FromRow, Pool, QueryBuilder};
 
-use super::{Error, Key};
+use super::{CompositeKey, Error, Key};
 use crate::query::{Backend, is_qualified_identifier};
 
 /// The default and the largest number of keys one query carries, [`Relation::chunk_size`].
@@ -32,6 +32,8 @@ pub const MAX_KEYS_PER_QUERY: usize = 32_766;
 pub struct Relation {
     select: String,
     column: String,
+    /// The key columns of a composite key; empty for a single one.
+    columns: Vec<String>,
     filter: Option<String>,
     order_by: Option<String>,
     chunk_size: usize,
@@ -44,10 +46,25 @@ impl Relation {
         Self {
             select: select.into(),
             column: column.into(),
+            columns: Vec::new(),
             filter: None,
             order_by: None,
             chunk_size: MAX_KEYS_PER_QUERY,
         }
+    }
+
+    /// The children selected by `select`, keyed by several columns together (`["tenant_id",
+    /// "user_id"]`), for [`load_many_composite`]: the query tests `(tenant_id, user_id)`
+    /// against the keys. Each column must be among the selected ones under its
+    /// unqualified name.
+    pub fn composite<C: Into<String>>(
+        select: impl Into<String>,
+        columns: impl IntoIterator<Item = C>,
+    ) -> Self {
+        let columns: Vec<String> = columns.into_iter().map(Into::into).collect();
+        let mut relation = Self::new(select, columns.join(", "));
+        relation.columns = columns;
+        relation
     }
 
     /// A condition every child must meet besides its key (SQL text without bind
@@ -79,13 +96,40 @@ impl Relation {
         self.column.rsplit('.').next().unwrap_or(&self.column)
     }
 
-    fn check(&self) -> Result<(), Error> {
-        if !is_qualified_identifier(&self.column) {
-            return Err(Error::Column {
-                column: self.column.clone(),
+    /// The names the composite key's columns have in the rows.
+    fn read_all_as(&self) -> Vec<&str> {
+        self.columns
+            .iter()
+            .map(|c| c.rsplit('.').next().unwrap_or(c))
+            .collect()
+    }
+
+    /// Checks the key column, or the `arity` columns of a composite key (`arity` 1 for a
+    /// single key).
+    fn check_for(&self, arity: usize) -> Result<(), Error> {
+        let bad = |column: &str| Error::Column {
+            column: column.to_owned(),
+        };
+        if arity == 1 {
+            if !self.columns.is_empty() || !is_qualified_identifier(&self.column) {
+                return Err(bad(&self.column));
+            }
+            return Ok(());
+        }
+        if self.columns.len() != arity {
+            return Err(Error::Arity {
+                columns: self.columns.len().max(1),
+                key: arity,
             });
         }
-        Ok(())
+        match self.columns.iter().find(|c| !is_qualified_identifier(c)) {
+            Some(column) => Err(bad(column)),
+            None => Ok(()),
+        }
+    }
+
+    fn check(&self) -> Result<(), Error> {
+        self.check_for(1)
     }
 
     /// The query for `keys`, each key bound.
@@ -94,13 +138,34 @@ impl Relation {
         DB: Backend,
         K: Key<DB>,
     {
+        self.query_with(|query| {
+            query.push(&self.column);
+            K::push_keys(query, keys);
+        })
+    }
+
+    /// The query for composite `keys`, each key bound.
+    fn composite_query<DB, K>(&self, keys: &[K]) -> QueryBuilder<DB>
+    where
+        DB: Backend,
+        K: CompositeKey<DB>,
+    {
+        self.query_with(|query| {
+            query.push("(").push(self.columns.join(", ")).push(")");
+            K::push_keys(query, keys);
+        })
+    }
+
+    fn query_with<DB: Backend>(
+        &self,
+        keys: impl FnOnce(&mut QueryBuilder<DB>),
+    ) -> QueryBuilder<DB> {
         let mut query = QueryBuilder::new(self.select.trim_end());
         query.push(" WHERE ");
         if let Some(filter) = &self.filter {
             query.push("(").push(filter).push(") AND ");
         }
-        query.push(&self.column);
-        K::push_keys(&mut query, keys);
+        keys(&mut query);
         if let Some(order) = &self.order_by {
             query.push(" ORDER BY ").push(order);
         }
@@ -214,6 +279,54 @@ where
         queries += 1;
         for row in rows {
             let key = K::read(&row, relation.read_as())?;
+            let child = C::from_row(&row)?;
+            match index.get(&key) {
+                Some(&at) => groups[at].1.push(child),
+                None => orphans.push((key, child)),
+            }
+        }
+    }
+    Ok(Loaded {
+        groups,
+        index,
+        orphans,
+        queries,
+    })
+}
+
+/// Loads the children of every parent by a composite key (`(tenant_id, user_id)`, a
+/// tuple of two or three columns of a [`Relation::composite`]) in one query per
+/// [`Relation::chunk_size`] keys, as [`load_many`] does by one column: on PostgreSQL
+/// `(a, b) IN (SELECT * FROM UNNEST($1, $2))`, one array per column; on SQLite
+/// `(a, b) IN (VALUES (?, ?), ...)`, chunked under its bind limit.
+///
+/// # Errors
+///
+/// As [`load_many`], and [`Error::Arity`] when the relation's columns are not as many as
+/// the key's.
+pub async fn load_many_composite<DB, P, K, C>(
+    pool: &Pool<DB>,
+    parents: &[P],
+    key_of: impl Fn(&P) -> K,
+    relation: &Relation,
+) -> Result<Loaded<K, C>, Error>
+where
+    DB: Backend,
+    K: CompositeKey<DB>,
+    C: for<'r> FromRow<'r, DB::Row> + Send + Unpin,
+{
+    relation.check_for(K::ARITY)?;
+    let names = relation.read_all_as();
+    let (keys, index) = distinct_keys(parents, key_of);
+    let mut groups: Vec<(K, Vec<C>)> = keys.iter().map(|k| (k.clone(), Vec::new())).collect();
+    let mut orphans = Vec::new();
+    let mut queries = 0;
+    let chunk = relation.chunk_size.min(DB::MAX_BINDS / K::ARITY);
+    for chunk in keys.chunks(chunk) {
+        let rows = DB::fetch_rows(pool, relation.composite_query(chunk)).await?;
+        queries += 1;
+        for row in rows {
+            let key = K::read(&row, &names)?;
             let child = C::from_row(&row)?;
             match index.get(&key) {
                 Some(&at) => groups[at].1.push(child),

@@ -62,3 +62,83 @@ pub(super) mod private {
         }
     }
 }
+
+/// A composite key, a tuple of two or three key columns (`(tenant_id, user_id)`), that
+/// [`load_many_composite`](super::load_many_composite) loads by: on PostgreSQL each column
+/// travels as one array, `(a, b) IN (SELECT * FROM UNNEST($1, $2))`, so one prepared
+/// statement serves every number of keys; on SQLite as the row values
+/// `(a, b) IN (VALUES (?, ?), ...)`.
+///
+/// Implemented for tuples of types that are each a [`Key`]; it cannot be implemented by
+/// hand.
+pub trait CompositeKey<DB: Database>: composite::CompositeOps<DB> {}
+
+impl<DB: Database, K: composite::CompositeOps<DB>> CompositeKey<DB> for K {}
+
+pub(super) mod composite {
+    use super::*;
+
+    /// How one database receives a list of composite keys and gives one back.
+    pub trait CompositeOps<DB: Database>: Clone + Eq + Hash + Send + Sync + 'static {
+        /// How many columns the key has.
+        const ARITY: usize;
+        /// Appends ` IN (...)` for `keys`, after the parenthesised column list.
+        fn push_keys(query: &mut QueryBuilder<DB>, keys: &[Self]);
+        /// Reads the key from `columns` of `row`.
+        fn read(row: &DB::Row, columns: &[&str]) -> Result<Self, sqlx::Error>;
+    }
+
+    macro_rules! composite {
+        ($arity:expr; $($t:ident $i:tt),+) => {
+            #[cfg(feature = "postgres")]
+            impl<$($t),+> CompositeOps<sqlx::Postgres> for ($($t,)+)
+            where
+                $($t: private::KeyOps<sqlx::Postgres>,
+                  Vec<$t>: for<'q> sqlx::Encode<'q, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,)+
+            {
+                const ARITY: usize = $arity;
+
+                fn push_keys(query: &mut QueryBuilder<sqlx::Postgres>, keys: &[Self]) {
+                    // One array per column: the text is the same for any number of keys.
+                    query.push(" IN (SELECT * FROM UNNEST(");
+                    let mut arrays = query.separated(", ");
+                    $(arrays.push_bind(keys.iter().map(|k| k.$i.clone()).collect::<Vec<$t>>());)+
+                    query.push("))");
+                }
+
+                fn read(row: &sqlx::postgres::PgRow, columns: &[&str]) -> Result<Self, sqlx::Error> {
+                    Ok(($(<$t as private::KeyOps<sqlx::Postgres>>::read(row, columns[$i])?,)+))
+                }
+            }
+
+            #[cfg(feature = "sqlite")]
+            impl<$($t),+> CompositeOps<sqlx::Sqlite> for ($($t,)+)
+            where
+                $($t: private::KeyOps<sqlx::Sqlite> + for<'q> sqlx::Encode<'q, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,)+
+            {
+                const ARITY: usize = $arity;
+
+                fn push_keys(query: &mut QueryBuilder<sqlx::Sqlite>, keys: &[Self]) {
+                    query.push(" IN (VALUES ");
+                    for (at, key) in keys.iter().enumerate() {
+                        if at > 0 {
+                            query.push(", ");
+                        }
+                        query.push("(");
+                        let mut row = query.separated(", ");
+                        $(row.push_bind(key.$i.clone());)+
+                        query.push(")");
+                    }
+                    query.push(")");
+                }
+
+                fn read(row: &sqlx::sqlite::SqliteRow, columns: &[&str]) -> Result<Self, sqlx::Error> {
+                    Ok(($(<$t as private::KeyOps<sqlx::Sqlite>>::read(row, columns[$i])?,)+))
+                }
+            }
+        };
+    }
+
+    composite!(2; A 0, B 1);
+    composite!(3; A 0, B 1, C 2);
+}

@@ -63,6 +63,8 @@
 //! the relation's order; [`Loaded::zip`] walks the parents beside their children. Rows
 //! whose key no parent has are reported in [`Loaded::orphans`], never dropped in silence.
 //! [`load_one`] reads a to-one relation and reports rows beyond the first of a key.
+//! [`load_many_composite`] loads by a key of two or three columns ([`Relation::composite`]):
+//! one array per column through `UNNEST` on PostgreSQL, row values on SQLite.
 //!
 //! # DataLoader
 //!
@@ -93,8 +95,10 @@ mod loader;
 
 #[doc(inline)]
 pub use self::{
-    batch::{Loaded, LoadedOne, MAX_KEYS_PER_QUERY, Relation, load_many, load_one},
-    key::Key,
+    batch::{
+        Loaded, LoadedOne, MAX_KEYS_PER_QUERY, Relation, load_many, load_many_composite, load_one,
+    },
+    key::{CompositeKey, Key},
     loader::{AddLoaders, DEFAULT_MAX_BATCH, DataLoader, LoadError, Loaders, LoadersLayer},
 };
 #[doc(inline)]
@@ -110,6 +114,14 @@ pub enum Error {
     Column {
         /// The column given.
         column: String,
+    },
+    /// A composite key has another number of columns than the relation names.
+    #[error("the relation names {columns} key column(s), the key has {key}")]
+    Arity {
+        /// The relation's key columns.
+        columns: usize,
+        /// The key's.
+        key: usize,
     },
     /// The query failed, or a row did not decode.
     #[error("the eager load query failed: {0}")]
