@@ -470,3 +470,58 @@ async fn composite_keys_match_n_plus_one() {
         );
     }
 }
+
+#[tokio::test]
+async fn top_n_per_parent_matches_n_plus_one() {
+    for subject in subjects("top_n_per_parent").await {
+        subject.seed("children", 150, &mut XorShift(0xfeed)).await;
+        let placeholder = if subject.name == "sqlite" { "?" } else { "$1" };
+        let mut parents: Vec<i64> = (1..=150).rev().collect();
+        parents.extend([5, 5, 9_999]);
+        for (n, filter) in [(1, None), (3, None), (2, Some("value >= 300"))] {
+            // The latest n children per parent: highest id first.
+            let mut relation =
+                Relation::new("SELECT id, parent_id, value FROM children", "parent_id")
+                    .order_by("id DESC")
+                    .limit_per_parent(n);
+            let mut condition = String::new();
+            if let Some(filter) = filter {
+                relation = relation.filter(filter);
+                condition = format!(" AND {filter}");
+            }
+            let sql = format!(
+                "SELECT id, parent_id, value FROM children WHERE parent_id = {placeholder}{condition} \
+                 ORDER BY id DESC LIMIT {n}"
+            );
+            let mut seen = std::collections::HashSet::new();
+            let mut expected = Vec::new();
+            for &parent in &parents {
+                if seen.insert(parent) {
+                    let rows: Vec<Child> = on!(subject, pool => {
+                        sqlx::query_as(sqlx::AssertSqlSafe(sql.clone())).bind(parent).fetch_all(pool).await.unwrap()
+                    });
+                    expected.push((parent, rows));
+                }
+            }
+            assert!(expected.iter().any(|(_, rows)| rows.len() == n));
+            assert!(expected.iter().any(|(_, rows)| rows.is_empty()));
+            for chunk in [eager::MAX_KEYS_PER_QUERY, 11] {
+                let loaded = subject
+                    .load(&parents, &relation.clone().chunk_size(chunk))
+                    .await;
+                assert_eq!(
+                    loaded.groups(),
+                    expected.as_slice(),
+                    "{}: n = {n}, {filter:?}",
+                    subject.name
+                );
+                assert!(loaded.orphans().is_empty());
+                assert_eq!(loaded.queries(), seen.len().div_ceil(chunk));
+            }
+        }
+        // A select the window form cannot extend is refused before any SQL runs.
+        let bad = Relation::new("WITH x AS (SELECT 1) TABLE x", "parent_id").limit_per_parent(2);
+        let error = on!(subject, pool => eager::load_many::<_, _, i64, Child>(pool, &parents, |&p| p, &bad).await.unwrap_err());
+        assert!(matches!(error, eager::Error::Select), "{error}");
+    }
+}

@@ -5,6 +5,7 @@ use std::hash::Hash;
 
 use sqlx::{FromRow, Pool, QueryBuilder};
 
+use super::key::private::TopN;
 use super::{CompositeKey, Error, Key};
 use crate::query::{Backend, is_qualified_identifier};
 
@@ -37,6 +38,7 @@ pub struct Relation {
     filter: Option<String>,
     order_by: Option<String>,
     chunk_size: usize,
+    per_parent: Option<usize>,
 }
 
 impl Relation {
@@ -50,6 +52,7 @@ impl Relation {
             filter: None,
             order_by: None,
             chunk_size: MAX_KEYS_PER_QUERY,
+            per_parent: None,
         }
     }
 
@@ -80,6 +83,18 @@ impl Relation {
     #[must_use]
     pub fn order_by(mut self, order: impl Into<String>) -> Self {
         self.order_by = Some(order.into());
+        self
+    }
+
+    /// At most `n` children per parent, the first in [`order_by`](Self::order_by) order
+    /// ("the latest 3 progress rows per user"), still in one query: on PostgreSQL a
+    /// `LATERAL` subquery per key (`... LIMIT n`, which an index on the key and order
+    /// serves directly), on SQLite a window function (`ROW_NUMBER() OVER (PARTITION BY
+    /// <column> ORDER BY <order>)`). For [`load_many`] and [`load_one`]; `select` must
+    /// then begin with `SELECT` and have one top-level `FROM`. No limit by default.
+    #[must_use]
+    pub fn limit_per_parent(mut self, n: usize) -> Self {
+        self.per_parent = Some(n);
         self
     }
 
@@ -129,7 +144,24 @@ impl Relation {
     }
 
     fn check(&self) -> Result<(), Error> {
-        self.check_for(1)
+        self.check_for(1)?;
+        if self.per_parent.is_some() {
+            let parts = TopN {
+                select: self.select.trim_end(),
+                column: &self.column,
+                filter: None,
+                order_by: None,
+                n: 0,
+            };
+            let select = self.select.trim_start();
+            if select.len() < 7
+                || !select[..6].eq_ignore_ascii_case("select")
+                || parts.from_at().is_none()
+            {
+                return Err(Error::Select);
+            }
+        }
+        Ok(())
     }
 
     /// The query for `keys`, each key bound.
@@ -138,6 +170,18 @@ impl Relation {
         DB: Backend,
         K: Key<DB>,
     {
+        if let Some(n) = self.per_parent {
+            return K::top_n(
+                TopN {
+                    select: self.select.trim_end(),
+                    column: &self.column,
+                    filter: self.filter.as_deref(),
+                    order_by: self.order_by.as_deref(),
+                    n,
+                },
+                keys,
+            );
+        }
         self.query_with(|query| {
             query.push(&self.column);
             K::push_keys(query, keys);

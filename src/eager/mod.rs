@@ -115,6 +115,10 @@ pub enum Error {
         /// The column given.
         column: String,
     },
+    /// A relation limited per parent ([`Relation::limit_per_parent`]) whose select does
+    /// not begin with `SELECT` or has no top-level `FROM`.
+    #[error("a relation limited per parent needs a select of the form SELECT ... FROM ...")]
+    Select,
     /// A composite key has another number of columns than the relation names.
     #[error("the relation names {columns} key column(s), the key has {key}")]
     Arity {
