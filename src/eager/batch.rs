@@ -318,17 +318,25 @@ where
     let mut groups: Vec<(K, Vec<C>)> = keys.iter().map(|k| (k.clone(), Vec::new())).collect();
     let mut orphans = Vec::new();
     let mut queries = 0;
+    // The key column's position, looked up by name once: each row is then read by index.
+    let mut key_at = None;
     for chunk in keys.chunks(relation.chunk_size) {
-        let rows = DB::fetch_rows(pool, relation.query(chunk)).await?;
         queries += 1;
-        for row in rows {
-            let key = K::read(&row, relation.read_as())?;
+        // Rows are decoded as they arrive rather than gathered first.
+        DB::for_each_row(pool, relation.query(chunk), |row| {
+            let at = match key_at {
+                Some(at) => at,
+                None => *key_at.insert(K::position(&row, relation.read_as())?),
+            };
+            let key = K::read_at(&row, at)?;
             let child = C::from_row(&row)?;
             match index.get(&key) {
                 Some(&at) => groups[at].1.push(child),
                 None => orphans.push((key, child)),
             }
-        }
+            Ok(())
+        })
+        .await?;
     }
     Ok(Loaded {
         groups,

@@ -60,6 +60,10 @@ pub(super) mod private {
         fn push_keys(query: &mut QueryBuilder<DB>, keys: &[Self]);
         /// Reads the key from `column` of `row`.
         fn read(row: &DB::Row, column: &str) -> Result<Self, sqlx::Error>;
+        /// The position of `column` in `row`.
+        fn position(row: &DB::Row, column: &str) -> Result<usize, sqlx::Error>;
+        /// Reads the key from the column at `index` of `row`.
+        fn read_at(row: &DB::Row, index: usize) -> Result<Self, sqlx::Error>;
         /// The query for at most `parts.n` children per key of `keys`.
         fn top_n(parts: TopN<'_>, keys: &[Self]) -> QueryBuilder<DB>;
     }
@@ -78,6 +82,14 @@ pub(super) mod private {
 
         fn read(row: &sqlx::postgres::PgRow, column: &str) -> Result<Self, sqlx::Error> {
             sqlx::Row::try_get(row, column)
+        }
+
+        fn position(row: &sqlx::postgres::PgRow, column: &str) -> Result<usize, sqlx::Error> {
+            sqlx::Row::try_column(row, column).map(sqlx::Column::ordinal)
+        }
+
+        fn read_at(row: &sqlx::postgres::PgRow, index: usize) -> Result<Self, sqlx::Error> {
+            sqlx::Row::try_get(row, index)
         }
 
         fn top_n(parts: TopN<'_>, keys: &[Self]) -> QueryBuilder<sqlx::Postgres> {
@@ -123,6 +135,14 @@ pub(super) mod private {
 
         fn read(row: &sqlx::sqlite::SqliteRow, column: &str) -> Result<Self, sqlx::Error> {
             sqlx::Row::try_get(row, column)
+        }
+
+        fn position(row: &sqlx::sqlite::SqliteRow, column: &str) -> Result<usize, sqlx::Error> {
+            sqlx::Row::try_column(row, column).map(sqlx::Column::ordinal)
+        }
+
+        fn read_at(row: &sqlx::sqlite::SqliteRow, index: usize) -> Result<Self, sqlx::Error> {
+            sqlx::Row::try_get(row, index)
         }
 
         fn top_n(parts: TopN<'_>, keys: &[Self]) -> QueryBuilder<sqlx::Sqlite> {
