@@ -156,7 +156,7 @@ impl Relation {
             let select = self.select.trim_start();
             if select.len() < 7
                 || !select[..6].eq_ignore_ascii_case("select")
-                || parts.from_at().is_none()
+                || parts.top_level_from().is_none()
             {
                 return Err(Error::Select);
             }

@@ -27,7 +27,7 @@ pub(super) mod private {
 
     impl TopN<'_> {
         /// The byte offset of `select`'s top-level `FROM` (outside parentheses and quotes).
-        pub fn from_at(&self) -> Option<usize> {
+        pub fn top_level_from(&self) -> Option<usize> {
             let bytes = self.select.as_bytes();
             let (mut depth, mut quote) = (0usize, None::<u8>);
             for (at, &b) in bytes.iter().enumerate() {
@@ -147,7 +147,7 @@ pub(super) mod private {
 
         fn top_n(parts: TopN<'_>, keys: &[Self]) -> QueryBuilder<sqlx::Sqlite> {
             // The rank is the last column, so children decoded by position read theirs.
-            let from = parts.from_at().unwrap_or(parts.select.len());
+            let from = parts.top_level_from().unwrap_or(parts.select.len());
             let mut query = QueryBuilder::new("SELECT * FROM (");
             query
                 .push(parts.select[..from].trim_end())

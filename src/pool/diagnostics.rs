@@ -657,7 +657,7 @@ pub async fn index_recommendations(pool: &PgPool, min_rows: i64) -> Result<Index
                     }
                 }
             }
-            seen.sort_by(|a, b| b.1.cmp(&a.1));
+            seen.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
             IndexRecommendation {
                 scans,
                 filter_columns: seen.into_iter().map(|(c, _)| c).collect(),
