@@ -49,6 +49,7 @@
 //! ```
 
 use serde::{Deserialize, Serialize};
+#[cfg(feature = "postgres")]
 use sqlx::AssertSqlSafe;
 
 #[cfg(feature = "postgres")]
@@ -352,6 +353,7 @@ impl IndexSpec {
     }
 
     /// The index's name, qualified with the table's schema when the table is.
+    #[cfg(feature = "postgres")]
     fn qualified_name(&self) -> String {
         match self.schema() {
             Some(schema) => format!("{schema}.{}", self.index_name()),
