@@ -106,7 +106,7 @@ pub struct TableScans {
 ///
 /// # Errors
 ///
-/// [`Error::Sql`](super::Error::Sql) when PostgreSQL rejects the statement, or any pool
+/// [`Error::Sql`] when PostgreSQL rejects the statement, or any pool
 /// error while acquiring a connection.
 pub async fn explain(pool: &PgPool, query: &str, analyze: bool) -> Result<String> {
     let query = query.trim().trim_end_matches(';');
