@@ -82,9 +82,10 @@
 //! `= ANY($1)` query on PostgreSQL over loopback, 100 users' 1 000 progress rows
 //! (BENCHMARKS.md, "Eager loading and bulk writes"): on a loaded two-core machine the N+1
 //! loop took 18.6 ms, the hand-written query 1.93 ms, `load_many` 2.33 ms (1.21x of it) and
-//! a fresh `DataLoader` answering 100 concurrent loads 2.40 ms (1.24x). `load_many` gathers
-//! the rows before decoding them and reads each key by column name; that is its cost over
-//! the hand-written query.
+//! a fresh `DataLoader` answering 100 concurrent loads 2.40 ms (1.24x). `load_many` now
+//! decodes rows as they stream in and reads the key by position; a rerun on the same
+//! loaded machine measured 1.30x and 1.41x, so the remaining cost is its grouping
+//! (BENCHMARKS.md has both runs).
 
 mod batch;
 #[cfg(feature = "n-plus-one")]
