@@ -50,6 +50,14 @@ mod backend {
                 pool: &Pool<Self>,
                 query: QueryBuilder<Self>,
             ) -> impl Future<Output = Result<Vec<Self::Row>, sqlx::Error>> + Send;
+            /// Runs a query on the pool and hands each row to `each` as it arrives.
+            fn for_each_row<F>(
+                pool: &Pool<Self>,
+                query: QueryBuilder<Self>,
+                each: F,
+            ) -> impl Future<Output = Result<(), sqlx::Error>> + Send
+            where
+                F: FnMut(Self::Row) -> Result<(), sqlx::Error> + Send;
             /// Runs a query inside a transaction and returns the rows it affected.
             fn execute_in(
                 tx: &mut sqlx::Transaction<'static, Self>,
@@ -77,6 +85,23 @@ mod backend {
                     mut query: QueryBuilder<Self>,
                 ) -> Result<Vec<Self::Row>, sqlx::Error> {
                     query.build().fetch_all(pool).await
+                }
+
+                async fn for_each_row<F>(
+                    pool: &Pool<Self>,
+                    mut query: QueryBuilder<Self>,
+                    mut each: F,
+                ) -> Result<(), sqlx::Error>
+                where
+                    F: FnMut(Self::Row) -> Result<(), sqlx::Error> + Send,
+                {
+                    let mut rows = query.build().fetch(pool);
+                    while let Some(row) =
+                        std::future::poll_fn(|cx| rows.as_mut().poll_next(cx)).await
+                    {
+                        each(row?)?;
+                    }
+                    Ok(())
                 }
 
                 async fn execute_in(

@@ -393,3 +393,135 @@ async fn a_failed_batch_reaches_every_waiter() {
         assert_eq!(loader.batches(), 1);
     }
 }
+
+type Pair = (i64, i64, i64, i64); // (id, tenant, parent_id, value)
+
+#[tokio::test]
+async fn composite_keys_match_n_plus_one() {
+    for subject in subjects("composite_keys").await {
+        subject.seed("children", 200, &mut XorShift(0x5eed)).await;
+        subject
+            .exec("CREATE TABLE pairs AS SELECT id, parent_id % 4 AS tenant, parent_id, value FROM children")
+            .await;
+        let mut rng = XorShift(99);
+        // Right and wrong tenants (a wrong one has no children), duplicates, unknown parents.
+        let mut parents: Vec<(i64, i64)> = (1..=200)
+            .map(|p| {
+                (
+                    if rng.below(4) == 0 {
+                        (p + 1) % 4
+                    } else {
+                        p % 4
+                    },
+                    p,
+                )
+            })
+            .collect();
+        parents.extend([(1, 1), (2, 2), (3, 3), (0, 9_999), (1, 1)]);
+        let relation = Relation::composite(
+            "SELECT id, tenant, parent_id, value FROM pairs",
+            ["tenant", "parent_id"],
+        )
+        .order_by("id");
+        let placeholders = if subject.name == "sqlite" {
+            ["?", "?"]
+        } else {
+            ["$1", "$2"]
+        };
+        let sql = format!(
+            "SELECT id, tenant, parent_id, value FROM pairs WHERE tenant = {} AND parent_id = {} ORDER BY id",
+            placeholders[0], placeholders[1]
+        );
+        let mut seen = std::collections::HashSet::new();
+        let mut expected = Vec::new();
+        for &(tenant, parent) in &parents {
+            if !seen.insert((tenant, parent)) {
+                continue;
+            }
+            let rows: Vec<Pair> = on!(subject, pool => {
+                sqlx::query_as(sqlx::AssertSqlSafe(sql.clone())).bind(tenant).bind(parent).fetch_all(pool).await.unwrap()
+            });
+            expected.push(((tenant, parent), rows));
+        }
+        assert!(expected.iter().any(|(_, rows)| rows.is_empty()));
+        assert!(expected.iter().filter(|(_, rows)| !rows.is_empty()).count() > 100);
+        for (relation, chunk) in [
+            (relation.clone(), eager::MAX_KEYS_PER_QUERY),
+            (relation.clone().chunk_size(7), 7),
+        ] {
+            let loaded: Loaded<(i64, i64), Pair> = on!(subject, pool => {
+                eager::load_many_composite(pool, &parents, |&k| k, &relation).await.unwrap()
+            });
+            assert_eq!(loaded.groups(), expected.as_slice(), "{}", subject.name);
+            assert!(loaded.orphans().is_empty());
+            assert_eq!(loaded.queries(), seen.len().div_ceil(chunk));
+        }
+        // No parents, no query; a key of the wrong width is refused.
+        let none: Loaded<(i64, i64), Pair> = on!(subject, pool => {
+            eager::load_many_composite(pool, &[] as &[(i64, i64)], |&k| k, &relation).await.unwrap()
+        });
+        assert_eq!(none.queries(), 0);
+        let error = on!(subject, pool => {
+            eager::load_many_composite::<_, _, (i64, i64, i64), Pair>(pool, &[(1, 1, 1)], |&k| k, &relation).await.unwrap_err()
+        });
+        assert!(
+            matches!(error, eager::Error::Arity { columns: 2, key: 3 }),
+            "{error}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn top_n_per_parent_matches_n_plus_one() {
+    for subject in subjects("top_n_per_parent").await {
+        subject.seed("children", 150, &mut XorShift(0xfeed)).await;
+        let placeholder = if subject.name == "sqlite" { "?" } else { "$1" };
+        let mut parents: Vec<i64> = (1..=150).rev().collect();
+        parents.extend([5, 5, 9_999]);
+        for (n, filter) in [(1, None), (3, None), (2, Some("value >= 300"))] {
+            // The latest n children per parent: highest id first.
+            let mut relation =
+                Relation::new("SELECT id, parent_id, value FROM children", "parent_id")
+                    .order_by("id DESC")
+                    .limit_per_parent(n);
+            let mut condition = String::new();
+            if let Some(filter) = filter {
+                relation = relation.filter(filter);
+                condition = format!(" AND {filter}");
+            }
+            let sql = format!(
+                "SELECT id, parent_id, value FROM children WHERE parent_id = {placeholder}{condition} \
+                 ORDER BY id DESC LIMIT {n}"
+            );
+            let mut seen = std::collections::HashSet::new();
+            let mut expected = Vec::new();
+            for &parent in &parents {
+                if seen.insert(parent) {
+                    let rows: Vec<Child> = on!(subject, pool => {
+                        sqlx::query_as(sqlx::AssertSqlSafe(sql.clone())).bind(parent).fetch_all(pool).await.unwrap()
+                    });
+                    expected.push((parent, rows));
+                }
+            }
+            assert!(expected.iter().any(|(_, rows)| rows.len() == n));
+            assert!(expected.iter().any(|(_, rows)| rows.is_empty()));
+            for chunk in [eager::MAX_KEYS_PER_QUERY, 11] {
+                let loaded = subject
+                    .load(&parents, &relation.clone().chunk_size(chunk))
+                    .await;
+                assert_eq!(
+                    loaded.groups(),
+                    expected.as_slice(),
+                    "{}: n = {n}, {filter:?}",
+                    subject.name
+                );
+                assert!(loaded.orphans().is_empty());
+                assert_eq!(loaded.queries(), seen.len().div_ceil(chunk));
+            }
+        }
+        // A select the window form cannot extend is refused before any SQL runs.
+        let bad = Relation::new("WITH x AS (SELECT 1) TABLE x", "parent_id").limit_per_parent(2);
+        let error = on!(subject, pool => eager::load_many::<_, _, i64, Child>(pool, &parents, |&p| p, &bad).await.unwrap_err());
+        assert!(matches!(error, eager::Error::Select), "{error}");
+    }
+}

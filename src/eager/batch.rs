@@ -5,7 +5,8 @@ use std::hash::Hash;
 
 use sqlx::{FromRow, Pool, QueryBuilder};
 
-use super::{Error, Key};
+use super::key::private::TopN;
+use super::{CompositeKey, Error, Key};
 use crate::query::{Backend, is_qualified_identifier};
 
 /// The default and the largest number of keys one query carries, [`Relation::chunk_size`].
@@ -32,9 +33,12 @@ pub const MAX_KEYS_PER_QUERY: usize = 32_766;
 pub struct Relation {
     select: String,
     column: String,
+    /// The key columns of a composite key; empty for a single one.
+    columns: Vec<String>,
     filter: Option<String>,
     order_by: Option<String>,
     chunk_size: usize,
+    per_parent: Option<usize>,
 }
 
 impl Relation {
@@ -44,10 +48,26 @@ impl Relation {
         Self {
             select: select.into(),
             column: column.into(),
+            columns: Vec::new(),
             filter: None,
             order_by: None,
             chunk_size: MAX_KEYS_PER_QUERY,
+            per_parent: None,
         }
+    }
+
+    /// The children selected by `select`, keyed by several columns together (`["tenant_id",
+    /// "user_id"]`), for [`load_many_composite`]: the query tests `(tenant_id, user_id)`
+    /// against the keys. Each column must be among the selected ones under its
+    /// unqualified name.
+    pub fn composite<C: Into<String>>(
+        select: impl Into<String>,
+        columns: impl IntoIterator<Item = C>,
+    ) -> Self {
+        let columns: Vec<String> = columns.into_iter().map(Into::into).collect();
+        let mut relation = Self::new(select, columns.join(", "));
+        relation.columns = columns;
+        relation
     }
 
     /// A condition every child must meet besides its key (SQL text without bind
@@ -66,6 +86,18 @@ impl Relation {
         self
     }
 
+    /// At most `n` children per parent, the first in [`order_by`](Self::order_by) order
+    /// ("the latest 3 progress rows per user"), still in one query: on PostgreSQL a
+    /// `LATERAL` subquery per key (`... LIMIT n`, which an index on the key and order
+    /// serves directly), on SQLite a window function (`ROW_NUMBER() OVER (PARTITION BY
+    /// <column> ORDER BY <order>)`). For [`load_many`] and [`load_one`]; `select` must
+    /// then begin with `SELECT` and have one top-level `FROM`. No limit by default.
+    #[must_use]
+    pub fn limit_per_parent(mut self, n: usize) -> Self {
+        self.per_parent = Some(n);
+        self
+    }
+
     /// The most keys one query carries; more keys take more queries. Clamped to
     /// 1..=[`MAX_KEYS_PER_QUERY`], which is the default.
     #[must_use]
@@ -79,11 +111,55 @@ impl Relation {
         self.column.rsplit('.').next().unwrap_or(&self.column)
     }
 
-    fn check(&self) -> Result<(), Error> {
-        if !is_qualified_identifier(&self.column) {
-            return Err(Error::Column {
-                column: self.column.clone(),
+    /// The names the composite key's columns have in the rows.
+    fn read_all_as(&self) -> Vec<&str> {
+        self.columns
+            .iter()
+            .map(|c| c.rsplit('.').next().unwrap_or(c))
+            .collect()
+    }
+
+    /// Checks the key column, or the `arity` columns of a composite key (`arity` 1 for a
+    /// single key).
+    fn check_for(&self, arity: usize) -> Result<(), Error> {
+        let bad = |column: &str| Error::Column {
+            column: column.to_owned(),
+        };
+        if arity == 1 {
+            if !self.columns.is_empty() || !is_qualified_identifier(&self.column) {
+                return Err(bad(&self.column));
+            }
+            return Ok(());
+        }
+        if self.columns.len() != arity {
+            return Err(Error::Arity {
+                columns: self.columns.len().max(1),
+                key: arity,
             });
+        }
+        match self.columns.iter().find(|c| !is_qualified_identifier(c)) {
+            Some(column) => Err(bad(column)),
+            None => Ok(()),
+        }
+    }
+
+    fn check(&self) -> Result<(), Error> {
+        self.check_for(1)?;
+        if self.per_parent.is_some() {
+            let parts = TopN {
+                select: self.select.trim_end(),
+                column: &self.column,
+                filter: None,
+                order_by: None,
+                n: 0,
+            };
+            let select = self.select.trim_start();
+            if select.len() < 7
+                || !select[..6].eq_ignore_ascii_case("select")
+                || parts.top_level_from().is_none()
+            {
+                return Err(Error::Select);
+            }
         }
         Ok(())
     }
@@ -94,13 +170,46 @@ impl Relation {
         DB: Backend,
         K: Key<DB>,
     {
+        if let Some(n) = self.per_parent {
+            return K::top_n(
+                TopN {
+                    select: self.select.trim_end(),
+                    column: &self.column,
+                    filter: self.filter.as_deref(),
+                    order_by: self.order_by.as_deref(),
+                    n,
+                },
+                keys,
+            );
+        }
+        self.query_with(|query| {
+            query.push(&self.column);
+            K::push_keys(query, keys);
+        })
+    }
+
+    /// The query for composite `keys`, each key bound.
+    fn composite_query<DB, K>(&self, keys: &[K]) -> QueryBuilder<DB>
+    where
+        DB: Backend,
+        K: CompositeKey<DB>,
+    {
+        self.query_with(|query| {
+            query.push("(").push(self.columns.join(", ")).push(")");
+            K::push_keys(query, keys);
+        })
+    }
+
+    fn query_with<DB: Backend>(
+        &self,
+        keys: impl FnOnce(&mut QueryBuilder<DB>),
+    ) -> QueryBuilder<DB> {
         let mut query = QueryBuilder::new(self.select.trim_end());
         query.push(" WHERE ");
         if let Some(filter) = &self.filter {
             query.push("(").push(filter).push(") AND ");
         }
-        query.push(&self.column);
-        K::push_keys(&mut query, keys);
+        keys(&mut query);
         if let Some(order) = &self.order_by {
             query.push(" ORDER BY ").push(order);
         }
@@ -209,11 +318,67 @@ where
     let mut groups: Vec<(K, Vec<C>)> = keys.iter().map(|k| (k.clone(), Vec::new())).collect();
     let mut orphans = Vec::new();
     let mut queries = 0;
+    // The key column's position, looked up by name once: each row is then read by index.
+    let mut key_at = None;
     for chunk in keys.chunks(relation.chunk_size) {
-        let rows = DB::fetch_rows(pool, relation.query(chunk)).await?;
+        queries += 1;
+        // Rows are decoded as they arrive rather than gathered first.
+        DB::for_each_row(pool, relation.query(chunk), |row| {
+            let at = match key_at {
+                Some(at) => at,
+                None => *key_at.insert(K::position(&row, relation.read_as())?),
+            };
+            let key = K::read_at(&row, at)?;
+            let child = C::from_row(&row)?;
+            match index.get(&key) {
+                Some(&at) => groups[at].1.push(child),
+                None => orphans.push((key, child)),
+            }
+            Ok(())
+        })
+        .await?;
+    }
+    Ok(Loaded {
+        groups,
+        index,
+        orphans,
+        queries,
+    })
+}
+
+/// Loads the children of every parent by a composite key (`(tenant_id, user_id)`, a
+/// tuple of two or three columns of a [`Relation::composite`]) in one query per
+/// [`Relation::chunk_size`] keys, as [`load_many`] does by one column: on PostgreSQL
+/// `(a, b) IN (SELECT * FROM UNNEST($1, $2))`, one array per column; on SQLite
+/// `(a, b) IN (VALUES (?, ?), ...)`, chunked under its bind limit.
+///
+/// # Errors
+///
+/// As [`load_many`], and [`Error::Arity`] when the relation's columns are not as many as
+/// the key's.
+pub async fn load_many_composite<DB, P, K, C>(
+    pool: &Pool<DB>,
+    parents: &[P],
+    key_of: impl Fn(&P) -> K,
+    relation: &Relation,
+) -> Result<Loaded<K, C>, Error>
+where
+    DB: Backend,
+    K: CompositeKey<DB>,
+    C: for<'r> FromRow<'r, DB::Row> + Send + Unpin,
+{
+    relation.check_for(K::ARITY)?;
+    let names = relation.read_all_as();
+    let (keys, index) = distinct_keys(parents, key_of);
+    let mut groups: Vec<(K, Vec<C>)> = keys.iter().map(|k| (k.clone(), Vec::new())).collect();
+    let mut orphans = Vec::new();
+    let mut queries = 0;
+    let chunk = relation.chunk_size.min(DB::MAX_BINDS / K::ARITY);
+    for chunk in keys.chunks(chunk) {
+        let rows = DB::fetch_rows(pool, relation.composite_query(chunk)).await?;
         queries += 1;
         for row in rows {
-            let key = K::read(&row, relation.read_as())?;
+            let key = K::read(&row, &names)?;
             let child = C::from_row(&row)?;
             match index.get(&key) {
                 Some(&at) => groups[at].1.push(child),

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 use super::{Error, Key, Relation, load_many};
 use crate::query::Backend;
@@ -209,7 +210,7 @@ where
                     return Err(LoadError::Cancelled);
                 };
                 state.scheduled = true;
-                runtime.spawn(dispatch(self.shared.clone()));
+                runtime.spawn(dispatch(self.shared.clone()).in_current_span());
             }
             answer
         };
@@ -304,7 +305,7 @@ where
     let mut chunks = chunks.into_iter();
     let Some(first) = chunks.next() else { return };
     for chunk in chunks {
-        tokio::spawn(run_batch(shared.clone(), chunk));
+        tokio::spawn(run_batch(shared.clone(), chunk).in_current_span());
     }
     run_batch(shared, first).await;
 }

@@ -63,6 +63,8 @@
 //! the relation's order; [`Loaded::zip`] walks the parents beside their children. Rows
 //! whose key no parent has are reported in [`Loaded::orphans`], never dropped in silence.
 //! [`load_one`] reads a to-one relation and reports rows beyond the first of a key.
+//! [`load_many_composite`] loads by a key of two or three columns ([`Relation::composite`]):
+//! one array per column through `UNNEST` on PostgreSQL, row values on SQLite.
 //!
 //! # DataLoader
 //!
@@ -80,18 +82,24 @@
 //! `= ANY($1)` query on PostgreSQL over loopback, 100 users' 1 000 progress rows
 //! (BENCHMARKS.md, "Eager loading and bulk writes"): on a loaded two-core machine the N+1
 //! loop took 18.6 ms, the hand-written query 1.93 ms, `load_many` 2.33 ms (1.21x of it) and
-//! a fresh `DataLoader` answering 100 concurrent loads 2.40 ms (1.24x). `load_many` gathers
-//! the rows before decoding them and reads each key by column name; that is its cost over
-//! the hand-written query.
+//! a fresh `DataLoader` answering 100 concurrent loads 2.40 ms (1.24x). `load_many` now
+//! decodes rows as they stream in and reads the key by position; a rerun on the same
+//! loaded machine measured 1.30x and 1.41x, so the remaining cost is its grouping
+//! (BENCHMARKS.md has both runs).
 
 mod batch;
+#[cfg(feature = "n-plus-one")]
+#[cfg_attr(docsrs, doc(cfg(feature = "n-plus-one")))]
+pub mod detect;
 mod key;
 mod loader;
 
 #[doc(inline)]
 pub use self::{
-    batch::{Loaded, LoadedOne, MAX_KEYS_PER_QUERY, Relation, load_many, load_one},
-    key::Key,
+    batch::{
+        Loaded, LoadedOne, MAX_KEYS_PER_QUERY, Relation, load_many, load_many_composite, load_one,
+    },
+    key::{CompositeKey, Key},
     loader::{AddLoaders, DEFAULT_MAX_BATCH, DataLoader, LoadError, Loaders, LoadersLayer},
 };
 #[doc(inline)]
@@ -107,6 +115,18 @@ pub enum Error {
     Column {
         /// The column given.
         column: String,
+    },
+    /// A relation limited per parent ([`Relation::limit_per_parent`]) whose select does
+    /// not begin with `SELECT` or has no top-level `FROM`.
+    #[error("a relation limited per parent needs a select of the form SELECT ... FROM ...")]
+    Select,
+    /// A composite key has another number of columns than the relation names.
+    #[error("the relation names {columns} key column(s), the key has {key}")]
+    Arity {
+        /// The relation's key columns.
+        columns: usize,
+        /// The key's.
+        key: usize,
     },
     /// The query failed, or a row did not decode.
     #[error("the eager load query failed: {0}")]

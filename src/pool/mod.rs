@@ -80,8 +80,8 @@ mod sql;
 #[cfg(feature = "redis")]
 mod redis;
 
-#[cfg(feature = "postgres")]
-#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "postgres", feature = "sqlite"))))]
 pub mod diagnostics;
 
 #[doc(inline)]
