@@ -1,4 +1,5 @@
-//! 10 000 rows in one transaction: row by row, hand-written `push_values` chunks and
+//! 10 000 rows in one transaction: row by row, hand-written `push_values` chunks,
+//! hand-written `UNNEST` of one array per column (one statement, four binds), and
 //! `BulkInsert`.
 
 use std::hint::black_box;
@@ -100,6 +101,30 @@ pub(crate) fn run(c: &mut Criterion, rt: &Runtime, bench: &Bench) {
             })
         })
     });
+    group.bench_function("sqlx_unnest", |b| {
+        let ids: Vec<i64> = rows.iter().map(|row| row.0).collect();
+        let names: Vec<String> = rows.iter().map(|row| row.1.clone()).collect();
+        let emails: Vec<String> = rows.iter().map(|row| row.2.clone()).collect();
+        let scores: Vec<i32> = rows.iter().map(|row| row.3).collect();
+        let (ids, names, emails, scores) = (&ids, &names, &emails, &scores);
+        b.to_async(rt).iter_custom(|iters| {
+            timed(pool, iters, || async move {
+                let mut tx = pool.begin().await.unwrap();
+                sqlx::query(
+                    "INSERT INTO bulk_target (id, name, email, score) \
+                     SELECT * FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::INTEGER[])",
+                )
+                .bind(ids)
+                .bind(names)
+                .bind(emails)
+                .bind(scores)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+                tx.commit().await.unwrap();
+            })
+        })
+    });
     let insert = BulkInsert::new("bulk_target", &["id", "name", "email", "score"]);
     group.bench_function("bulk_insert", |b| {
         b.to_async(rt).iter_custom(|iters| {
@@ -118,5 +143,9 @@ pub(crate) fn run(c: &mut Criterion, rt: &Runtime, bench: &Bench) {
         })
     });
     group.finish();
-    support::print_ratios(GROUP, "sqlx_push_values", &["bulk_insert", "row_by_row"]);
+    support::print_ratios(
+        GROUP,
+        "sqlx_push_values",
+        &["bulk_insert", "sqlx_unnest", "row_by_row"],
+    );
 }
