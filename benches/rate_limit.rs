@@ -4,9 +4,10 @@
 //!   (`DefaultKeyedRateLimiter`, dashmap-based), same quota and keys: 1 key and 10,000 keys,
 //!   from one thread and from two. Time per decision (wall time over all threads). Governor
 //!   runs twice: on its default clock (quanta, which reads the CPU's time-stamp counter) and
-//!   on `MonotonicClock` (`Instant`, the clock perfkit decides on), so the ratio at equal
-//!   clocks is printed beside the ratio to governor's fastest setup. `perfkit_coarse` is the
-//!   memory store on the opt-in `CoarseClock` (1 ms resolution), against governor on quanta.
+//!   on `MonotonicClock` (`Instant`). `perfkit` is the memory store on its default clock
+//!   (`QuantaClock`, the same time-stamp counter); `perfkit_system` on `SystemClock`
+//!   (`Instant`, its default until issue 15) and `perfkit_coarse` on the opt-in `CoarseClock`
+//!   (1 ms resolution), each against governor on quanta.
 //! - `rate_limit_redis`: a `RedisStore` decision (one `EVALSHA`) beside a raw `INCR` through
 //!   the same `RedisHandle`, from 50 concurrent tasks; skipped when `REDIS_URL` is unset.
 //!   `script_floor` is the least any atomic read-decide-write in Redis costs: an `EVALSHA` of
@@ -37,7 +38,7 @@ use governor::{
 /// Governor's keyed limiter on `Instant`, perfkit's clock.
 type InstantKeyedRateLimiter =
     RateLimiter<IpAddr, DefaultKeyedStateStore<IpAddr>, MonotonicClock, NoOpMiddleware<Instant>>;
-use perfkit::rate_limit::{CoarseClock, Key, MemoryStore, Policy, Quota};
+use perfkit::rate_limit::{CoarseClock, Key, MemoryStore, Policy, Quota, SystemClock};
 
 const MEMORY: &str = "rate_limit_memory";
 const REDIS: &str = "rate_limit_redis";
@@ -81,6 +82,7 @@ fn memory(c: &mut Criterion) {
         let perfkit_keys: Vec<Key> = addrs.iter().copied().map(Key::ip).collect();
         let store = MemoryStore::new();
         let coarse = MemoryStore::builder().clock(CoarseClock::new()).build();
+        let system = MemoryStore::builder().clock(SystemClock::new()).build();
         let quota = governor::Quota::per_second(NonZeroU32::new(PER_SECOND).unwrap());
         let governor: DefaultKeyedRateLimiter<IpAddr> = RateLimiter::keyed(quota);
         let governor_instant: InstantKeyedRateLimiter =
@@ -92,6 +94,14 @@ fn memory(c: &mut Criterion) {
                     on_threads(threads, iters, &|i| {
                         let key = &perfkit_keys[(i as usize) % keys];
                         std::hint::black_box(store.decide(&policy, key, 1));
+                    })
+                })
+            });
+            group.bench_function(format!("perfkit_system_{id}"), |b| {
+                b.iter_custom(|iters| {
+                    on_threads(threads, iters, &|i| {
+                        let key = &perfkit_keys[(i as usize) % keys];
+                        std::hint::black_box(system.decide(&policy, key, 1));
                     })
                 })
             });
@@ -287,6 +297,11 @@ fn main() {
         support::print_versus(
             MEMORY,
             &format!("perfkit_coarse_{id}"),
+            &format!("governor_{id}"),
+        );
+        support::print_versus(
+            MEMORY,
+            &format!("perfkit_system_{id}"),
             &format!("governor_{id}"),
         );
     }

@@ -8,7 +8,9 @@ use std::{env, fmt, str::FromStr};
 /// (the documented default applies); a variable set to something unreadable is, so that a
 /// typo is caught at start-up instead of silently running with the default.
 #[derive(Debug, thiserror::Error)]
-#[error("environment variable {name} is set to {value:?}, which is not {expected}: {reason}")]
+#[error(
+    "environment variable {name} is set to {value:?}, which cannot be used: {reason} (expected {expected})"
+)]
 pub struct EnvError {
     name: &'static str,
     value: String,
@@ -99,7 +101,7 @@ mod tests {
         assert_eq!(err.value(), "30s");
         assert_eq!(
             err.to_string(),
-            "environment variable REQUEST_TIMEOUT_MS is set to \"30s\", which is not a whole number of milliseconds: invalid digit found in string"
+            "environment variable REQUEST_TIMEOUT_MS is set to \"30s\", which cannot be used: invalid digit found in string (expected a whole number of milliseconds)"
         );
         assert_eq!(err.reason(), "invalid digit found in string");
     }
@@ -110,24 +112,35 @@ mod rate_limit_tests {
     use super::*;
     use crate::rate_limit::Policy;
 
+    const EXPECTED: &str = "a rate limit such as `100/minute`";
+
     #[test]
-    fn a_refused_rate_limit_keeps_the_parsers_reason() {
-        let err = parse::<Policy>(
-            "RATE_LIMIT",
-            Some("10000000/second".into()),
-            "a rate limit such as `100/minute`",
-        )
-        .unwrap_err();
-        let message = err.to_string();
+    fn a_rate_limit_out_of_range_names_the_bound_it_breaks() {
+        for value in ["10000000/second", "1000000000/minute"] {
+            let err = parse::<Policy>("RATE_LIMIT", Some(value.into()), EXPECTED).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "environment variable RATE_LIMIT is set to \"{value}\", which cannot be used: \
+                     quota `{value}` is out of range: the period must leave at least 1 µs per \
+                     request; use a longer period (expected {EXPECTED})"
+                )
+            );
+        }
+        let err =
+            parse::<Policy>("RATE_LIMIT", Some("1000000000/100d".into()), EXPECTED).unwrap_err();
         assert!(
-            message.starts_with(
-                "environment variable RATE_LIMIT is set to \"10000000/second\", which is not a rate limit such as `100/minute`: "
-            ),
-            "{message}"
+            err.reason()
+                .contains("count × period is too large; use a smaller count or a shorter period"),
+            "{err}"
         );
-        assert!(
-            message.contains("the period must leave at least 1 µs per request"),
-            "{message}"
-        );
+    }
+
+    #[test]
+    fn a_misspelt_rate_limit_still_shows_the_syntax() {
+        let err =
+            parse::<Policy>("RATE_LIMIT", Some("100/fortnight".into()), EXPECTED).unwrap_err();
+        assert!(err.reason().contains("unit must be one of"), "{err}");
+        assert!(err.reason().contains("write `<count>/<period>`"), "{err}");
     }
 }

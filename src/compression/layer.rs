@@ -206,7 +206,10 @@ impl std::str::FromStr for GzipLevel {
         match s.parse() {
             Ok(level @ 0..=9) => Ok(Self(level)),
             Ok(_) => Err("the level must be at most 9"),
-            Err(_) => Err("not a whole number"),
+            Err(_) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
+                Err("the level must be at most 9")
+            }
+            Err(_) => Err("the level must be a whole number"),
         }
     }
 }

@@ -767,6 +767,14 @@ fn from_env_reads_the_seed_variables() {
     let error = CompressionLayer::from_pairs(&[("COMPRESSION_LEVEL", "10")]).unwrap_err();
     assert_eq!(error.name(), "COMPRESSION_LEVEL");
     assert!(error.reason().contains("at most 9"), "{error}");
+    let error = CompressionLayer::from_pairs(&[("COMPRESSION_LEVEL", "99999999999")]).unwrap_err();
+    assert_eq!(error.reason(), "the level must be at most 9", "{error}");
+    let error = CompressionLayer::from_pairs(&[("COMPRESSION_LEVEL", "-1")]).unwrap_err();
+    assert_eq!(
+        error.reason(),
+        "the level must be a whole number",
+        "{error}"
+    );
     let error = CompressionLayer::from_pairs(&[("USE_BROTLI", "maybe")]).unwrap_err();
     assert_eq!(error.name(), "USE_BROTLI");
     let error = CompressionLayer::from_pairs(&[("COMPRESSION_MIN_SIZE", "1k")]).unwrap_err();

@@ -9,8 +9,9 @@ use std::{
 
 /// The time source of the rate limiter: microseconds from a fixed origin, never decreasing.
 ///
-/// [`SystemClock`] (the default) reads [`Instant`], which is monotonic on every platform
-/// Rust supports. [`CoarseClock`] reads the same time from memory, refreshed by a thread, for
+/// [`QuantaClock`] (the [`MemoryStore`](super::MemoryStore)'s default) reads the CPU's
+/// time-stamp counter through `quanta`, as governor does. [`SystemClock`] reads [`Instant`],
+/// which is monotonic on every platform Rust supports. [`CoarseClock`] reads the same time from memory, refreshed by a thread, for
 /// when the cost of reading the system clock matters more than sub-millisecond precision.
 /// [`ManualClock`] is moved by hand, for tests that need exact decisions.
 pub trait Clock: Send + Sync + fmt::Debug + 'static {
@@ -53,6 +54,51 @@ impl Clock for SystemClock {
     fn now_micros(&self) -> u64 {
         let elapsed = Instant::now().saturating_duration_since(self.origin);
         // Saturates after 584,000 years.
+        elapsed
+            .as_secs()
+            .saturating_mul(1_000_000)
+            .saturating_add(u64::from(elapsed.subsec_micros()))
+    }
+}
+
+/// The [`MemoryStore`](super::MemoryStore)'s default [`Clock`]: the CPU's time-stamp counter
+/// read through `quanta`, origin at its creation.
+///
+/// A read costs a few nanoseconds where [`Instant::now`] costs a system-clock read. Where the
+/// time-stamp counter is missing or not invariant, `quanta` reads the operating system's
+/// monotonic clock instead. Clones share the origin, so they agree on the time.
+///
+/// ```
+/// use perfkit::rate_limit::{Clock, QuantaClock};
+///
+/// let clock = QuantaClock::new();
+/// let earlier = clock.now_micros();
+/// assert!(clock.now_micros() >= earlier);
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct QuantaClock {
+    origin: quanta::Instant,
+}
+
+impl QuantaClock {
+    /// A clock whose origin is now.
+    pub fn new() -> Self {
+        Self {
+            origin: quanta::Instant::now(),
+        }
+    }
+}
+
+impl Default for QuantaClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for QuantaClock {
+    #[inline]
+    fn now_micros(&self) -> u64 {
+        let elapsed = quanta::Instant::now().saturating_duration_since(self.origin);
         elapsed
             .as_secs()
             .saturating_mul(1_000_000)
@@ -232,6 +278,19 @@ impl Clock for CoarseClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_quanta_clock_keeps_time_with_the_system_clock() {
+        let system = SystemClock::new();
+        let quanta = QuantaClock::new();
+        std::thread::sleep(Duration::from_millis(20));
+        let (q, s) = (quanta.now_micros(), system.now_micros());
+        assert!(q >= 20_000, "{q} µs after a 20 ms sleep");
+        // Both read within the same few milliseconds of the same sleep.
+        assert!(q.abs_diff(s) < 5_000, "quanta {q} µs, system {s} µs");
+        let copy = quanta;
+        assert!(copy.now_micros() >= q);
+    }
 
     #[test]
     fn coarse_clock_moves_forward_and_its_thread_stops_with_the_last_clone() {

@@ -17,6 +17,16 @@ pub enum Error {
         reason: &'static str,
     },
 
+    /// A quota string is well formed but its numbers are out of range, such as
+    /// `10000000/second` (under a microsecond per request).
+    #[error("quota `{input}` is out of range: {reason}")]
+    QuotaOutOfRange {
+        /// The string as given (cut to 64 bytes).
+        input: String,
+        /// Which bound it breaks and how to stay within it.
+        reason: &'static str,
+    },
+
     /// A quota's numbers are out of range.
     #[error("invalid quota: {0}")]
     InvalidQuota(&'static str),

@@ -13,7 +13,9 @@ use tower_layer::Layer;
 
 use super::{
     ClientIp, Key, MemoryStore, PeerIp, Policy, Quota, RateLimit, RateLimitHeaders, RateLimitStats,
-    Store, headers::PolicyHeaders, key::canonical_net,
+    Store, TrustedProxies,
+    headers::PolicyHeaders,
+    key::{TRUSTED_PROXIES_EXPECTED, canonical_net},
 };
 use crate::{
     EnvError,
@@ -256,22 +258,37 @@ impl RateLimitLayer<ClientIp> {
     ///
     /// When a variable is set to something unreadable; the error names it.
     pub fn from_env() -> Result<Self, EnvError> {
-        let policy = match crate::env::var::<Policy>(
-            "RATE_LIMIT",
+        Self::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// [`from_env`](Self::from_env) over any source of variables.
+    fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Self, EnvError> {
+        use crate::env::parse;
+        let name = "RATE_LIMIT";
+        let policy = match parse::<Policy>(
+            name,
+            get(name),
             "a rate limit such as `100/minute` or `10/second, 1000/hour`",
         )? {
             Some(policy) => policy,
-            None => match crate::env::var::<PerMinute>(
-                "RATE_LIMIT_PER_MINUTE",
-                "a whole number of requests per minute, from 1 to 1000000000",
-            )? {
-                Some(PerMinute(quota)) => Policy::new(quota),
-                None => DEFAULT_RATE_LIMIT
-                    .parse()
-                    .expect("the default rate limit parses"),
-            },
+            None => {
+                let name = "RATE_LIMIT_PER_MINUTE";
+                match parse::<PerMinute>(
+                    name,
+                    get(name),
+                    "a whole number of requests per minute, from 1 to 1000000000",
+                )? {
+                    Some(PerMinute(quota)) => Policy::new(quota),
+                    None => DEFAULT_RATE_LIMIT
+                        .parse()
+                        .expect("the default rate limit parses"),
+                }
+            }
         };
-        Ok(RateLimitLayer::new(policy).key(ClientIp::from_env()?))
+        let name = "TRUSTED_PROXIES";
+        let trusted =
+            parse::<TrustedProxies>(name, get(name), TRUSTED_PROXIES_EXPECTED)?.unwrap_or_default();
+        Ok(RateLimitLayer::new(policy).key(ClientIp::new(trusted)))
     }
 }
 
@@ -282,9 +299,13 @@ impl FromStr for PerMinute {
     type Err = super::Error;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let count = s
-            .parse()
-            .map_err(|_| super::Error::InvalidQuota("not a whole number"))?;
+        let count = s.parse().map_err(|_| {
+            super::Error::InvalidQuota(if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+                "the count must be at most 1000000000"
+            } else {
+                "the count must be a whole number"
+            })
+        })?;
         Quota::new(count, Duration::from_secs(60)).map(Self)
     }
 }
@@ -479,6 +500,77 @@ impl<S, K: Clone, R: Clone, C: Clone> Layer<S> for RateLimitLayer<K, R, C> {
 
 #[cfg(test)]
 mod tests {
+    use super::RateLimitLayer as Layer_;
+
+    fn from_pairs(pairs: &[(&str, &str)]) -> Result<Layer_<super::ClientIp>, crate::EnvError> {
+        Layer_::from_vars(|name| {
+            pairs
+                .iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| (*value).to_owned())
+        })
+    }
+
+    #[test]
+    fn from_env_reads_the_policy_and_the_per_minute_count() {
+        use super::Quota;
+        let layer = from_pairs(&[]).unwrap();
+        assert_eq!(layer.policy().quotas(), [Quota::per_minute(100)]);
+        let layer = from_pairs(&[("RATE_LIMIT", "10/second, 1000/hour")]).unwrap();
+        assert_eq!(
+            layer.policy().quotas(),
+            [Quota::per_second(10), Quota::per_hour(1000)]
+        );
+        let layer = from_pairs(&[("RATE_LIMIT_PER_MINUTE", " 30 ")]).unwrap();
+        assert_eq!(layer.policy().quotas(), [Quota::per_minute(30)]);
+        let layer =
+            from_pairs(&[("RATE_LIMIT", "5/second"), ("RATE_LIMIT_PER_MINUTE", "30")]).unwrap();
+        assert_eq!(layer.policy().quotas(), [Quota::per_second(5)]);
+    }
+
+    #[test]
+    fn from_env_errors_carry_the_parsers_reason() {
+        for (name, value, reason) in [
+            (
+                "RATE_LIMIT",
+                "10000000/second",
+                "quota `10000000/second` is out of range: the period must leave at least 1 µs per request",
+            ),
+            (
+                "RATE_LIMIT",
+                "1000000000/minute",
+                "quota `1000000000/minute` is out of range: the period must leave at least 1 µs per request",
+            ),
+            (
+                "RATE_LIMIT_PER_MINUTE",
+                "2000000000",
+                "the count must be at most 1000000000",
+            ),
+            ("RATE_LIMIT_PER_MINUTE", "0", "the count must be at least 1"),
+            (
+                "RATE_LIMIT_PER_MINUTE",
+                "lots",
+                "the count must be a whole number",
+            ),
+            (
+                "TRUSTED_PROXIES",
+                "10.0.0.0/8, proxy.internal",
+                "invalid trusted proxy `proxy.internal`",
+            ),
+        ] {
+            let Err(err) = from_pairs(&[(name, value)]) else {
+                panic!("{name}={value} was accepted");
+            };
+            assert_eq!(err.name(), name);
+            assert_eq!(err.value(), value);
+            assert!(err.reason().contains(reason), "{name}={value}: {err}");
+            assert!(
+                err.to_string().contains("which cannot be used: "),
+                "{name}={value}: {err}"
+            );
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -71,8 +71,9 @@
 //!   decides (an in-memory store of the instance by default), the failure is logged at most
 //!   once per interval, and Redis is used again as soon as it answers.
 //!
-//! Time is an [`Instant`](std::time::Instant)-based [`Clock`]: [`SystemClock`] by default,
-//! [`ManualClock`] for tests, and [`CoarseClock`] where a clock refreshed every millisecond
+//! Time is a [`Clock`] of microseconds: the memory store reads the CPU's time-stamp counter
+//! through [`QuantaClock`] by default, the Redis store's local timing reads [`SystemClock`]
+//! ([`Instant`](std::time::Instant)), [`ManualClock`] is for tests, and [`CoarseClock`] where a clock refreshed every millisecond
 //! is precise enough and a cheaper read matters (`benches/rate_limit.rs` measures both).
 //!
 //! # The layer
@@ -171,7 +172,7 @@ mod store;
 #[doc(inline)]
 pub use self::{
     algorithm::Algorithm,
-    clock::{Clock, CoarseClock, ManualClock, SystemClock},
+    clock::{Clock, CoarseClock, ManualClock, QuantaClock, SystemClock},
     error::{Error, Result},
     future::ResponseFuture,
     headers::RateLimitHeaders,

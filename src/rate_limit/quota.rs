@@ -259,14 +259,26 @@ impl FromStr for Quota {
     type Err = Error;
 
     fn from_str(input: &str) -> Result<Self> {
-        parse(input).map_err(|reason| Error::ParseQuota {
-            input: truncate_at_char_boundary(input, 64).to_owned(),
-            reason,
-        })
+        let input_text = || truncate_at_char_boundary(input, 64).to_owned();
+        match parse(input) {
+            Ok(Ok(quota)) => Ok(quota),
+            Ok(Err(reason)) => Err(Error::QuotaOutOfRange {
+                input: input_text(),
+                reason,
+            }),
+            Err(reason) => Err(Error::ParseQuota {
+                input: input_text(),
+                reason,
+            }),
+        }
     }
 }
 
-fn parse(input: &str) -> std::result::Result<Quota, &'static str> {
+/// Reads `input`: `Err` when it is not written as a quota, `Ok(Err)` when it is but its
+/// numbers are out of range.
+fn parse(
+    input: &str,
+) -> std::result::Result<std::result::Result<Quota, &'static str>, &'static str> {
     if input.len() > 128 {
         return Err("it is too long");
     }
@@ -294,10 +306,12 @@ fn parse(input: &str) -> std::result::Result<Quota, &'static str> {
             parse_number(rest).ok_or("the burst must be a whole number, as in `burst 20`")?
         }
     };
-    Quota::from_parts(count, period_ms, burst).map_err(|error| match error {
-        Error::InvalidQuota(reason) => reason,
-        _ => "it is out of range",
-    })
+    Ok(
+        Quota::from_parts(count, period_ms, burst).map_err(|error| match error {
+            Error::InvalidQuota(reason) => reason,
+            _ => "it is out of range",
+        }),
+    )
 }
 
 /// A whole number of at most 10 digits, without sign.
@@ -331,10 +345,8 @@ fn parse_period(text: &str) -> std::result::Result<u64, &'static str> {
         "" => return Err(UNIT_ERROR),
         _ => return Err(UNIT_ERROR),
     };
-    multiple
-        .checked_mul(unit_ms)
-        .filter(|ms| *ms <= MAX_PERIOD_MS)
-        .ok_or("the period must be at most 366 days")
+    // Too long a period is a range error, which `Quota::from_parts` reports.
+    Ok(multiple.saturating_mul(unit_ms))
 }
 
 #[cfg(test)]
@@ -389,24 +401,57 @@ mod tests {
         for (input, reason) in [
             ("", "empty"),
             ("100", "separated by `/`"),
-            ("0/minute", "at least 1"),
             ("100/0s", "not be zero"),
             ("100/fortnight", "unit must be one of"),
             ("-1/second", "whole number"),
             ("1.5/second", "whole number"),
             ("99999999999/second", "whole number"),
-            ("2000000/second", "at least 1 µs per request"),
-            ("1/400d", "366 days"),
             ("100/minute burst", "burst must be a whole number"),
-            ("100/minute burst 0", "burst must be at least 1"),
             (
                 "10/minute burst 99999999999",
                 "burst must be a whole number",
             ),
         ] {
-            let error = input.parse::<Quota>().unwrap_err().to_string();
+            let error = input.parse::<Quota>().unwrap_err();
+            assert!(
+                matches!(error, Error::ParseQuota { .. }),
+                "{input:?}: {error}"
+            );
+            let error = error.to_string();
             assert!(error.contains(reason), "{input:?}: {error}");
             assert!(error.contains("100/minute"), "{input:?}: {error}");
+        }
+        // Well written but out of range: the message gives the bound, not the syntax.
+        for (input, reason) in [
+            ("0/minute", "the count must be at least 1"),
+            (
+                "2000000/second",
+                "the period must leave at least 1 µs per request",
+            ),
+            (
+                "1000000000/minute",
+                "the period must leave at least 1 µs per request",
+            ),
+            (
+                "10000000/second",
+                "the period must leave at least 1 µs per request",
+            ),
+            ("1000000000/100d", "count × period is too large"),
+            ("1/400d", "the period must be at most 366 days"),
+            ("100/minute burst 0", "the burst must be at least 1"),
+            ("1/day burst 1000000", "the burst is too large"),
+        ] {
+            let error = input.parse::<Quota>().unwrap_err();
+            assert!(
+                matches!(error, Error::QuotaOutOfRange { .. }),
+                "{input:?}: {error}"
+            );
+            let error = error.to_string();
+            assert!(
+                error.starts_with(&format!("quota `{input}` is out of range: {reason}")),
+                "{input:?}: {error}"
+            );
+            assert!(!error.contains("write `<count>/<period>`"), "{error}");
         }
         let long = "9".repeat(10_000);
         assert!(long.parse::<Quota>().unwrap_err().to_string().len() < 400);

@@ -11,7 +11,7 @@ mod value;
 
 use http::Request;
 
-pub(super) use self::trusted::canonical_net;
+pub(super) use self::trusted::{TRUSTED_PROXIES_EXPECTED, canonical_net};
 pub use self::{
     client::{ClientIp, DEFAULT_MAX_HOPS, ForwardedHeader},
     extension::ExtensionKey,

@@ -4,6 +4,10 @@ use std::{fmt, net::IpAddr, str::FromStr, sync::Arc};
 
 use ipnet::IpNet;
 
+/// What `TRUSTED_PROXIES` must hold, as its [`EnvError`](crate::EnvError) says.
+pub(crate) const TRUSTED_PROXIES_EXPECTED: &str =
+    "a comma-separated list of IP addresses or CIDR ranges";
+
 /// The networks whose forwarding headers are believed: a list of CIDR ranges.
 ///
 /// Parses from a comma-separated list of ranges or single addresses
@@ -34,11 +38,10 @@ impl TrustedProxies {
     ///
     /// When the variable holds something that is not a list of addresses or CIDR ranges.
     pub fn from_env() -> Result<Self, crate::EnvError> {
-        Ok(crate::env::var::<Self>(
-            "TRUSTED_PROXIES",
-            "a comma-separated list of IP addresses or CIDR ranges",
-        )?
-        .unwrap_or_default())
+        Ok(
+            crate::env::var::<Self>("TRUSTED_PROXIES", TRUSTED_PROXIES_EXPECTED)?
+                .unwrap_or_default(),
+        )
     }
 
     /// Whether `ip` (canonicalized) is in one of the trusted ranges.

@@ -12,7 +12,7 @@ use crate::{
     log_gate::{LOG_INTERVAL, LogGate},
     rate_limit::{
         algorithm::{self, Slot},
-        clock::{Clock, SystemClock},
+        clock::{Clock, QuantaClock},
         policy::{MAX_QUOTAS, Policy},
     },
 };
@@ -64,7 +64,7 @@ struct Inner {
     hasher: DefaultHashBuilder,
     /// The clock given to the builder; `None` for the default, read without a virtual call.
     clock: Option<Arc<dyn Clock>>,
-    system_clock: SystemClock,
+    system_clock: QuantaClock,
     eviction_log: LogGate,
 }
 
@@ -158,7 +158,7 @@ impl MemoryStoreBuilder {
         }
     }
 
-    /// The clock decisions are made on. Defaults to a [`SystemClock`].
+    /// The clock decisions are made on. Defaults to a [`QuantaClock`].
     pub fn clock(self, clock: impl Clock) -> Self {
         Self {
             clock: Some(Arc::new(clock)),
@@ -184,7 +184,7 @@ impl MemoryStoreBuilder {
                 shard_capacity,
                 hasher: DefaultHashBuilder::default(),
                 clock: self.clock,
-                system_clock: SystemClock::new(),
+                system_clock: QuantaClock::new(),
                 eviction_log: LogGate::new(LOG_INTERVAL),
             }),
         }
@@ -192,7 +192,7 @@ impl MemoryStoreBuilder {
 }
 
 impl MemoryStore {
-    /// A store with the default settings: 100,000 keys, four shards per CPU, the system clock.
+    /// A store with the default settings: 100,000 keys, four shards per CPU, a [`QuantaClock`].
     pub fn new() -> Self {
         Self::builder().build()
     }
