@@ -17,6 +17,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod capture;
+pub mod pg_replica;
 
 use std::fmt;
 use std::io::ErrorKind;
