@@ -178,3 +178,32 @@ async fn a_lagging_replica_is_skipped_and_comes_back_once_it_catches_up() {
     assert!(in_recovery(pool.reader()).await);
     assert!(visible(pool.reader(), 7).await);
 }
+
+#[cfg(feature = "health")]
+#[tokio::test]
+async fn health_reports_every_member_and_degrades_while_a_replica_is_skipped() {
+    use perfkit::health::{HealthMonitor, ReplicatedCheck, Status};
+
+    let Some(mut set) = PgReplicaSet::start("health_reports_every_member").await else {
+        return;
+    };
+    let pool = pool(&set).await;
+    let monitor = ReplicatedCheck::new(&pool)
+        .add_to(HealthMonitor::builder())
+        .build();
+    monitor.refresh().await;
+    let report = monitor.report();
+    assert_eq!(report.status, Status::Healthy, "{report:?}");
+    assert!(report.checks["database.primary"].critical);
+    assert!(!report.checks["database.replica.0"].critical);
+    let pools = monitor.pool_stats();
+    assert!(pools.contains_key("database.primary") && pools.contains_key("database.replica.0"));
+
+    set.stop_replica().await;
+    eventually("skipping the stopped replica", || !pool.is_serving(0)).await;
+    monitor.refresh().await;
+    let report = monitor.report();
+    assert_eq!(report.status, Status::Degraded, "{report:?}");
+    let error = report.checks["database.replica.0"].error.clone().unwrap();
+    assert!(error.contains("down"), "{error}");
+}
