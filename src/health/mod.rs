@@ -102,6 +102,7 @@
 //! | --- | --- | --- |
 //! | [`SqlCheck`] | `postgres` or `sqlite` | `SELECT 1` on a pooled connection |
 //! | [`RedisCheck`] | `redis` | `PING` on a Redis connection or handle |
+//! | [`ReplicatedCheck`] | `postgres` | one check per member of a replicated pool: the primary critical, each replica non-critical |
 //! | [`CacheCheck`] | `cache` | pings a Redis or tiered cache backend; a memory cache is always up |
 //! | [`RateLimitCheck`] | `rate-limit` and `redis` | pings a Redis rate-limit store, and fails while its insurance decides |
 //!
@@ -134,6 +135,10 @@ pub use self::check::SqlCheck;
 #[cfg(feature = "redis")]
 #[doc(inline)]
 pub use self::check::RedisCheck;
+
+#[cfg(feature = "postgres")]
+#[doc(inline)]
+pub use self::check::{MemberCheck, ReplicatedCheck};
 
 #[cfg(feature = "cache")]
 #[doc(inline)]

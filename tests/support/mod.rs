@@ -18,6 +18,7 @@
 
 pub mod capture;
 pub mod redis_cluster;
+pub mod pg_replica;
 
 use std::fmt;
 use std::io::ErrorKind;

@@ -82,6 +82,8 @@ mod func;
 mod rate_limit;
 #[cfg(feature = "redis")]
 mod redis;
+#[cfg(feature = "postgres")]
+mod replicated;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 mod sql;
 
@@ -92,6 +94,8 @@ pub use self::func::{CheckFn, check_fn};
 pub use self::rate_limit::RateLimitCheck;
 #[cfg(feature = "redis")]
 pub use self::redis::RedisCheck;
+#[cfg(feature = "postgres")]
+pub use self::replicated::{MemberCheck, ReplicatedCheck};
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 pub use self::sql::SqlCheck;
 

@@ -8,6 +8,8 @@
 mod before_acquire;
 #[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(feature = "postgres")]
+mod replicated;
 mod settings;
 #[cfg(feature = "sqlite")]
 mod sqlite;
@@ -35,6 +37,12 @@ use super::{
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use self::postgres::PgPoolBuilder;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use self::replicated::{
+    PrimaryPin, ReplicaSnapshot, ReplicaStatus, ReplicatedPool, ReplicatedPoolBuilder,
+    ReplicatedSnapshot,
+};
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use self::sqlite::SqlitePoolBuilder;

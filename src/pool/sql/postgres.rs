@@ -132,6 +132,27 @@ impl PgPoolBuilder {
         Ok(builder)
     }
 
+    /// A builder for `url` with this builder's settings: how a replicated pool gives its
+    /// replicas the primary's knobs.
+    pub(super) fn with_url(&self, url: String) -> Self {
+        Self {
+            source: Source::Url(url),
+            common: self.common.clone(),
+            application_name: self.application_name.clone(),
+            statement_timeout: self.statement_timeout,
+            jit: self.jit,
+            idle_in_transaction_timeout: self.idle_in_transaction_timeout,
+        }
+    }
+
+    /// The URL the builder connects to, password replaced by `***`.
+    pub(super) fn redacted_url(&self) -> String {
+        match &self.source {
+            Source::Url(url) => redact_url(url),
+            Source::Options(options) => options_url(options),
+        }
+    }
+
     common_pool_setters!();
 
     /// The `application_name` of every connection, shown in `pg_stat_activity` and in the
