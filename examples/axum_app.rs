@@ -7,6 +7,7 @@
 //! | `PORT` | `3000` | port to listen on, on 127.0.0.1 |
 //! | `REQUEST_TIMEOUT_MS` | `30000` | request deadline in milliseconds |
 //! | `DATABASE_URL` | SQLite in memory | PostgreSQL (`postgres://…`) or SQLite (`sqlite:…`); the `users` and `user_progress` tables are created and seeded there on start when empty |
+//! | `DATABASE_REPLICA_URLS` | unset | comma-separated PostgreSQL streaming replicas of `DATABASE_URL`: a `ReplicatedPool` whose every member `/health` checks (`database.primary`, `database.replica.N`, lag-aware) and `/health/pools` lists |
 //! | `DB_POOL_SIZE`, `DB_MAX_OVERFLOW`, `DB_POOL_TIMEOUT`, `DB_POOL_RECYCLE`, `DB_QUERY_TIMEOUT` | see `perfkit::pool` | PostgreSQL pool knobs |
 //! | `REDIS_URL`, `REDIS_MAX_CONNECTIONS` | unset: no Redis | Redis handle; also the rate limiter's shared store and the cache's Redis tier |
 //! | `REDIS_CLUSTER_URLS` | unset | comma-separated seed nodes of a Redis Cluster, used instead of `REDIS_URL`: the same handle, store and cache on the cluster |
@@ -71,8 +72,10 @@ use perfkit::{
         http::ResponseCacheLayer,
     },
     compression::CompressionLayer,
-    health::{CacheCheck, HealthMonitor, RateLimitCheck, RedisCheck, SqlCheck},
-    pool::{PgPoolBuilder, RedisHandle, RedisPoolBuilder, SqlitePoolBuilder},
+    health::{CacheCheck, HealthMonitor, RateLimitCheck, RedisCheck, ReplicatedCheck, SqlCheck},
+    pool::{
+        PgPoolBuilder, RedisHandle, RedisPoolBuilder, ReplicatedPoolBuilder, SqlitePoolBuilder,
+    },
     rate_limit::{ClientIp, PolicyFor, RateLimitLayer, RedisStore, RoutePolicy, TrustedProxies},
     timeout::TimeoutLayer,
     timing::{TimingLayer, TimingSnapshot, TimingStats},
@@ -118,6 +121,8 @@ pub(crate) struct Config {
 #[derive(Debug)]
 pub(crate) enum Database {
     Postgres(PgPoolBuilder),
+    /// PostgreSQL with streaming replicas (`DATABASE_REPLICA_URLS`).
+    Replicated(ReplicatedPoolBuilder),
     Sqlite(SqlitePoolBuilder),
 }
 
@@ -131,14 +136,17 @@ impl Config {
                 .map_err(|_| format!("PORT is set to {port:?}, which is not a port number"))?,
             _ => 3000,
         };
+        let set = |name: &str| std::env::var(name).is_ok_and(|value| !value.trim().is_empty());
         let database = match std::env::var("DATABASE_URL") {
+            Ok(url) if url.starts_with("postgres") && set("DATABASE_REPLICA_URLS") => {
+                Database::Replicated(ReplicatedPoolBuilder::from_env()?)
+            }
             Ok(url) if url.starts_with("postgres") => {
                 Database::Postgres(PgPoolBuilder::from_env()?)
             }
             Ok(url) if !url.trim().is_empty() => Database::Sqlite(SqlitePoolBuilder::from_env()?),
             _ => Database::Sqlite(SqlitePoolBuilder::new("sqlite::memory:")),
         };
-        let set = |name: &str| std::env::var(name).is_ok_and(|value| !value.trim().is_empty());
         let redis = if set("REDIS_CLUSTER_URLS") || set("REDIS_URL") {
             Some(RedisPoolBuilder::from_env()?)
         } else {
@@ -223,6 +231,22 @@ pub(crate) async fn app(config: Config) -> Result<Router, Box<dyn Error>> {
                 .check(SqlCheck::from(&pool))
                 .pools("database", move || stats.stats());
             (users::Db::Postgres(pool), seeding)
+        }
+        Database::Replicated(builder) => {
+            let pool = builder
+                .members(|member| member.application_name("perfkit-axum-app"))
+                .build()
+                .await?;
+            let primary = pool.primary().clone();
+            let seeding = seed::postgres(&primary).await?;
+            let stats = primary.clone();
+            // `database` stays the primary's check and pool, as without replicas; every
+            // member also reports as `database.primary` and `database.replica.N`.
+            health = health
+                .check(SqlCheck::from(&primary))
+                .pools("database", move || stats.stats());
+            health = ReplicatedCheck::new(&pool).add_to(health);
+            (users::Db::Postgres(primary), seeding)
         }
         Database::Sqlite(builder) => {
             let pool = builder.build().await?;

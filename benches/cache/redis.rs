@@ -193,6 +193,23 @@ mod with_redis {
         });
     }
 
+    /// Concurrent readers in the `_50_tasks` rows.
+    const TASKS: u64 = 50;
+
+    /// Runs every future to completion, concurrently on the current task.
+    async fn futures_join_all<F: Future<Output = ()>>(futures: impl Iterator<Item = F>) {
+        let mut futures: Vec<_> = futures.map(Box::pin).collect();
+        std::future::poll_fn(|cx| {
+            futures.retain_mut(|future| future.as_mut().poll(cx).is_pending());
+            if futures.is_empty() {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+        .await;
+    }
+
     /// The hit group on `handle`: raw `GET`, raw `GET` + decode, the script hit and the
     /// tracked hit of one entry with two tags.
     fn hit_group(
@@ -241,6 +258,15 @@ mod with_redis {
             let _ = tracked_cache.get::<Vec<Record>>("records").await;
         });
 
+        let single_node = !handle.is_cluster();
+        if single_node {
+            runtime.block_on(async {
+                let _: redis::RedisResult<()> = redis::cmd("CONFIG")
+                    .arg("RESETSTAT")
+                    .query_async(&mut handle.connection())
+                    .await;
+            });
+        }
         let mut group = c.benchmark_group(group_name);
         group.bench_function("raw_get", |b| {
             let conn = handle.connection();
@@ -276,11 +302,57 @@ mod with_redis {
                 });
             });
         }
+        // Fifty reads in flight at once on the shared connection: the server's own cost
+        // per read (a script against a GET) decides the throughput.
+        for (name, cache) in [
+            ("redis_hit_2_tags_50_tasks", &scripted),
+            ("tracked_hit_2_tags_50_tasks", &tracked_cache),
+        ] {
+            group.bench_function(name, |b| {
+                b.to_async(runtime).iter_custom(|iters| async move {
+                    let per_task = iters.div_ceil(TASKS);
+                    let started = std::time::Instant::now();
+                    let reads = (0..TASKS).map(|_| async {
+                        for _ in 0..per_task {
+                            let found: Option<Vec<Record>> =
+                                cache.get("records").await.expect("get");
+                            black_box(found.expect("a hit"));
+                        }
+                    });
+                    futures_join_all(reads).await;
+                    started
+                        .elapsed()
+                        .mul_f64(iters as f64 / (per_task * TASKS) as f64)
+                });
+            });
+        }
         group.finish();
         assert!(
             tracked.is_tracking(),
             "the subscription stayed up: every tracked read was a tracked hit"
         );
+        print_ratios(
+            group_name,
+            "redis_hit_2_tags_50_tasks",
+            &["tracked_hit_2_tags_50_tasks"],
+        );
+        if single_node {
+            // The server's own time per command over the group: what a read costs Redis.
+            let info: String = runtime.block_on(async {
+                redis::cmd("INFO")
+                    .arg("commandstats")
+                    .query_async(&mut handle.connection())
+                    .await
+                    .unwrap_or_default()
+            });
+            println!("{group_name}: Redis time per command (INFO commandstats)");
+            for command in ["get", "evalsha", "mget"] {
+                let prefix = format!("cmdstat_{command}:");
+                if let Some(line) = info.lines().find(|line| line.starts_with(&prefix)) {
+                    println!("  {line}");
+                }
+            }
+        }
         print_ratios(
             group_name,
             "raw_get",

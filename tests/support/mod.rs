@@ -17,8 +17,8 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod capture;
-pub mod redis_cluster;
 pub mod pg_replica;
+pub mod redis_cluster;
 
 use std::fmt;
 use std::io::ErrorKind;
