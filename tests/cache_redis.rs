@@ -173,6 +173,21 @@ async fn tracking(namespace: &Namespace, url: &str) -> (RedisBackend, Cache) {
     (backend, cache)
 }
 
+/// Closes the private server's one subscription connection; returns an admin connection.
+async fn kill_the_subscription(server: &RedisServer) -> redis::aio::MultiplexedConnection {
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(killed, 1);
+    admin
+}
+
 /// How many times the server ran `command` (from `INFO commandstats`).
 async fn calls(conn: &mut redis::aio::MultiplexedConnection, command: &str) -> u64 {
     let info: String = redis::cmd("INFO")
@@ -634,24 +649,14 @@ async fn tiered_l1_is_not_trusted_once_the_subscription_drops() {
     assert_eq!(cache.get::<u32>("k").await.unwrap(), Some(1));
     assert_eq!(backend.l1().len(), 1);
 
-    let client = redis::Client::open(server.url()).unwrap();
-    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
-    let killed: i64 = redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("TYPE")
-        .arg("pubsub")
-        .query_async(&mut admin)
-        .await
-        .unwrap();
-    assert_eq!(killed, 1);
+    let mut admin = kill_the_subscription(&server).await;
     eventually("the listener noticing", || async {
         !backend.is_subscribed() || backend.l1().is_empty()
     })
     .await;
 
     // An invalidation whose message this instance cannot have received.
-    let epoch: Vec<u8> = (0..16).map(|_| 0xAB).collect();
-    let () = admin.set(ns.tag("t"), epoch).await.unwrap();
+    let () = admin.set(ns.tag("t"), [0xAB; 16].as_slice()).await.unwrap();
     assert_eq!(cache.get::<u32>("k").await.unwrap(), None);
 
     subscribed(&backend).await;
@@ -852,21 +857,11 @@ async fn tracked_epochs_are_distrusted_while_the_subscription_is_down() {
     cache.set("k", &1u32, tagged(&["t"])).await.unwrap();
     assert_eq!(cache.get::<u32>("k").await.unwrap(), Some(1));
 
-    let client = redis::Client::open(server.url()).unwrap();
-    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
-    let killed: i64 = redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("TYPE")
-        .arg("pubsub")
-        .query_async(&mut admin)
-        .await
-        .unwrap();
-    assert_eq!(killed, 1);
+    let mut admin = kill_the_subscription(&server).await;
     eventually("the listener noticing", || async { !backend.is_tracking() }).await;
 
     // An invalidation whose message this instance cannot have received.
-    let epoch: Vec<u8> = (0..16).map(|_| 0xAB).collect();
-    let () = admin.set(ns.tag("t"), epoch).await.unwrap();
+    let () = admin.set(ns.tag("t"), [0xAB; 16].as_slice()).await.unwrap();
     assert_eq!(cache.get::<u32>("k").await.unwrap(), None);
 
     eventually("the subscription coming back", || async {

@@ -226,7 +226,7 @@ impl Inner {
     fn tracking(instance: u128, handle: &RedisHandle) -> Subscription<TrackedEpochs> {
         Subscription::new(
             TrackedEpochs::new(instance, TRACKED_TAGS, TRACKED_MAX_AGE),
-            handle.subscribe_to().to_vec(),
+            handle.pubsub_clients().to_vec(),
             DEFAULT_PING_INTERVAL,
             "reads check tags in Redis until it is back",
         )

@@ -133,7 +133,7 @@ impl TieredBackend {
     /// next one when it is gone): no second URL to configure.
     pub fn with_l2(l2: RedisBackend) -> TieredBackendBuilder {
         TieredBackendBuilder {
-            clients: l2.handle().subscribe_to().to_vec(),
+            clients: l2.handle().pubsub_clients().to_vec(),
             l2,
             l1: None,
             l1_ttl: DEFAULT_L1_TTL,

@@ -196,9 +196,11 @@ impl RedisHandle {
         self.conn.is_cluster()
     }
 
-    /// Clients to open a pub/sub connection with, in the order to try them: the server's
-    /// own, or one per seed node of a cluster.
-    pub(crate) fn subscribe_to(&self) -> &[::redis::Client] {
+    /// Clients to open a pub/sub connection with (`get_async_pubsub`), in the order to try
+    /// them: the server's own, or one per seed node of a cluster, whose nodes forward every
+    /// `PUBLISH` to the subscribers of all the others. The shared connection cannot
+    /// subscribe; a subscription needs a connection of its own.
+    pub fn pubsub_clients(&self) -> &[::redis::Client] {
         &self.shared.subscribe_to
     }
 
