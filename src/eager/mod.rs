@@ -80,12 +80,10 @@
 //!
 //! `benches/queries.rs` measures these beside the N+1 loop and the hand-written
 //! `= ANY($1)` query on PostgreSQL over loopback, 100 users' 1 000 progress rows
-//! (BENCHMARKS.md, "Eager loading and bulk writes"): on a loaded two-core machine the N+1
-//! loop took 18.6 ms, the hand-written query 1.93 ms, `load_many` 2.33 ms (1.21x of it) and
-//! a fresh `DataLoader` answering 100 concurrent loads 2.40 ms (1.24x). `load_many` now
-//! decodes rows as they stream in and reads the key by position; a rerun on the same
-//! loaded machine measured 1.30x and 1.41x, so the remaining cost is its grouping
-//! (BENCHMARKS.md has both runs).
+//! (BENCHMARKS.md, "Eager loading and bulk writes"). On a quiet two-core machine the N+1
+//! loop took 16.5 ms, the hand-written query 1.77 ms, `load_many` 1.48 ms (0.83x of it:
+//! it groups rows as they stream in, where the hand-written read collects them first) and
+//! a fresh `DataLoader` answering 100 concurrent loads 1.60 ms (0.90x).
 
 mod batch;
 #[cfg(feature = "n-plus-one")]
