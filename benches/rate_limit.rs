@@ -13,6 +13,8 @@
 //!   `script_floor` is the least any atomic read-decide-write in Redis costs: an `EVALSHA` of
 //!   a script that only does `GET` and `SET ... PX` on the same keys, without deciding
 //!   anything, so the store's distance to it is what its decision adds.
+//! - `rate_limit_redis_cluster`: the same three rows on the Redis Cluster whose seed nodes
+//!   `REDIS_CLUSTER_URLS` lists; skipped when it is unset.
 //! - `rate_limit_layer`, `rate_limit_layer_refusing`: the layer's added cost on a hello-world
 //!   service beside tower_governor's layer and a bare service (`rate_limit/layer.rs`).
 //!
@@ -42,6 +44,8 @@ use perfkit::rate_limit::{CoarseClock, Key, MemoryStore, Policy, Quota, SystemCl
 
 const MEMORY: &str = "rate_limit_memory";
 const REDIS: &str = "rate_limit_redis";
+/// The same rows on a Redis Cluster (`REDIS_CLUSTER_URLS`).
+const REDIS_CLUSTER: &str = "rate_limit_redis_cluster";
 const PER_SECOND: u32 = 1000;
 #[cfg(feature = "redis")]
 const TASKS: u64 = 50;
@@ -136,8 +140,6 @@ fn memory(c: &mut Criterion) {
 
 #[cfg(feature = "redis")]
 fn redis(c: &mut Criterion) {
-    use perfkit::rate_limit::{RedisStore, Store};
-
     let Some(url) = support::service_url("REDIS_URL") else {
         println!("{REDIS}: skipped, REDIS_URL is not set");
         return;
@@ -153,14 +155,39 @@ fn redis(c: &mut Criterion) {
             .await
             .expect("Redis handle")
     });
+    redis_group(c, &rt, REDIS, handle);
+    match support::service_url("REDIS_CLUSTER_URLS") {
+        Some(seeds) => {
+            let cluster = rt.block_on(async {
+                perfkit::pool::RedisPoolBuilder::cluster(seeds.split(','))
+                    .build()
+                    .await
+                    .expect("REDIS_CLUSTER_URLS answers")
+            });
+            redis_group(c, &rt, REDIS_CLUSTER, cluster);
+        }
+        None => println!("{REDIS_CLUSTER}: skipped, REDIS_CLUSTER_URLS is not set"),
+    }
+}
+
+/// The Redis rows on `handle`: raw `INCR`, the script floor and the store's decision.
+#[cfg(feature = "redis")]
+fn redis_group(
+    c: &mut Criterion,
+    rt: &tokio::runtime::Runtime,
+    group_name: &str,
+    handle: perfkit::pool::RedisHandle,
+) {
+    use perfkit::rate_limit::{RedisStore, Store};
+
     let prefix = format!("perfkit-bench:rate_limit:{}:", std::process::id());
     let store = RedisStore::builder(handle.clone()).prefix(&prefix).build();
     let policy = Policy::new(Quota::per_second(1_000_000));
     let counter = format!("{prefix}incr");
 
-    let mut group = c.benchmark_group(REDIS);
+    let mut group = c.benchmark_group(group_name);
     group.bench_function("incr", |b| {
-        b.to_async(&rt).iter_custom(|iters| {
+        b.to_async(rt).iter_custom(|iters| {
             let handle = handle.clone();
             let counter = counter.clone();
             async move {
@@ -184,7 +211,7 @@ fn redis(c: &mut Criterion) {
          redis.call('SET', KEYS[1], '1', 'PX', 1000) return 1",
     );
     group.bench_function("script_floor", |b| {
-        b.to_async(&rt).iter_custom(|iters| {
+        b.to_async(rt).iter_custom(|iters| {
             let handle = handle.clone();
             let floor = floor.clone();
             let prefix = prefix.clone();
@@ -206,7 +233,7 @@ fn redis(c: &mut Criterion) {
         })
     });
     group.bench_function("redis_store", |b| {
-        b.to_async(&rt).iter_custom(|iters| {
+        b.to_async(rt).iter_custom(|iters| {
             let store = store.clone();
             let policy = policy.clone();
             async move {
