@@ -1,6 +1,7 @@
 //! The rate-limit stores: one suite of exact decisions on a controlled clock run against the
-//! memory store and the Redis store alike, then what only Redis does (sharing a budget across
-//! instances, expiring idle keys, outages) and the memory store's bound.
+//! memory store and the Redis store alike, on one node and on a private Redis Cluster, then
+//! what only Redis does (sharing a budget across instances, expiring idle keys, outages)
+//! and the memory store's bound.
 #![cfg(feature = "rate-limit")]
 
 mod support;
@@ -13,12 +14,15 @@ use perfkit::rate_limit::{
 
 const SECOND: Duration = Duration::from_secs(1);
 
-/// A store on a manual clock, and what keeps its Redis keys apart from other tests'.
+/// A store on a manual clock, and what keeps its Redis keys apart from other tests' (or
+/// the private cluster it runs on).
 struct Subject {
     name: &'static str,
     store: Arc<dyn Store>,
     clock: ManualClock,
     _redis: Option<support::TestRedis>,
+    #[cfg(feature = "redis")]
+    _cluster: Option<support::redis_cluster::RedisCluster>,
 }
 
 /// The memory store and, when Redis is configured, the Redis store deciding on the clock.
@@ -30,6 +34,8 @@ async fn subjects(test: &str) -> Vec<Subject> {
         store: Arc::new(MemoryStore::builder().clock(clock.clone()).build()),
         clock,
         _redis: None,
+        #[cfg(feature = "redis")]
+        _cluster: None,
     }];
     #[cfg(feature = "redis")]
     if let Some(redis) = support::redis(test).await {
@@ -49,6 +55,28 @@ async fn subjects(test: &str) -> Vec<Subject> {
             store: Arc::new(store),
             clock,
             _redis: Some(redis),
+            _cluster: None,
+        });
+    }
+    // The same cases on a private three-master Redis Cluster.
+    #[cfg(feature = "redis")]
+    if let Some(cluster) = support::redis_cluster::RedisCluster::start(test).await {
+        let clock = ManualClock::new();
+        let handle = perfkit::pool::RedisPoolBuilder::cluster(cluster.seed_urls())
+            .build()
+            .await
+            .unwrap();
+        let store = perfkit::rate_limit::RedisStore::builder(handle)
+            .client_time(true)
+            .clock(clock.clone())
+            .timeout(Duration::from_secs(5))
+            .build();
+        subjects.push(Subject {
+            name: "redis cluster",
+            store: Arc::new(store),
+            clock,
+            _redis: None,
+            _cluster: Some(cluster),
         });
     }
     #[cfg(not(feature = "redis"))]
