@@ -247,6 +247,59 @@ async fn the_cache_expires_and_invalidates_across_instances_on_the_cluster() {
     }
 }
 
+/// A computation that overlaps an invalidation is never served, with the read script and
+/// with tracked epochs, by the instance that invalidated and by another one.
+#[tokio::test]
+async fn a_computation_overlapping_an_invalidation_is_never_served_on_the_cluster() {
+    let Some(cluster) = RedisCluster::start(
+        "a_computation_overlapping_an_invalidation_is_never_served_on_the_cluster",
+    )
+    .await
+    else {
+        return;
+    };
+    for tracking in [false, true] {
+        let prefix = format!("r{}", unique_id());
+        let writer_backend = RedisBackend::new(handle(&cluster).await).track_epochs(tracking);
+        let reader_backend = RedisBackend::new(handle(&cluster).await).track_epochs(tracking);
+        let writer = cache(&prefix, writer_backend.clone());
+        let reader = cache(&prefix, reader_backend.clone());
+        if tracking {
+            let _ = writer.get::<u32>("warm-up").await;
+            let _ = reader.get::<u32>("warm-up").await;
+            eventually("both subscriptions", || async {
+                writer_backend.is_tracking() && reader_backend.is_tracking()
+            })
+            .await;
+        }
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+        let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+        let computing = writer.clone();
+        let task = tokio::spawn(async move {
+            computing
+                .get_or_compute("slow", tagged(&["race"]), move || async move {
+                    let _ = started_tx.send(());
+                    let _ = release_rx.await;
+                    Ok::<_, std::convert::Infallible>(7u32)
+                })
+                .await
+        });
+        started_rx.await.unwrap();
+        writer.invalidate_tags(&["race"]).await.unwrap();
+        release_tx.send(()).unwrap();
+        assert_eq!(task.await.unwrap().unwrap(), 7);
+        assert_eq!(
+            writer.get::<u32>("slow").await.unwrap(),
+            None,
+            "tracking {tracking}"
+        );
+        eventually("the other instance refusing the stale value", || async {
+            reader.get::<u32>("slow").await.unwrap().is_none()
+        })
+        .await;
+    }
+}
+
 #[tokio::test]
 async fn cache_namespaces_spread_over_every_master() {
     let Some(cluster) = RedisCluster::start("cache_namespaces_spread_over_every_master").await
