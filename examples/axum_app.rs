@@ -7,7 +7,7 @@
 //! | `PORT` | `3000` | port to listen on, on 127.0.0.1 |
 //! | `REQUEST_TIMEOUT_MS` | `30000` | request deadline in milliseconds |
 //! | `DATABASE_URL` | SQLite in memory | PostgreSQL (`postgres://…`) or SQLite (`sqlite:…`); the `users` and `user_progress` tables are created and seeded there on start when empty |
-//! | `DATABASE_REPLICA_URLS` | unset | comma-separated PostgreSQL streaming replicas of `DATABASE_URL`: a `ReplicatedPool` whose every member `/health` checks (`database.primary`, `database.replica.N`, lag-aware) and `/health/pools` lists |
+//! | `DATABASE_REPLICA_URLS` | unset | comma-separated PostgreSQL streaming replicas of `DATABASE_URL`: a `ReplicatedPool`; `GET /users` and `/users/keyset` read from a serving replica (the primary when none serves), `/health` checks every member (`database.primary`, `database.replica.N`, lag-aware) and `/health/pools` lists them |
 //! | `DB_POOL_SIZE`, `DB_MAX_OVERFLOW`, `DB_POOL_TIMEOUT`, `DB_POOL_RECYCLE`, `DB_QUERY_TIMEOUT` | see `perfkit::pool` | PostgreSQL pool knobs |
 //! | `REDIS_URL`, `REDIS_MAX_CONNECTIONS` | unset: no Redis | Redis handle; also the rate limiter's shared store and the cache's Redis tier |
 //! | `REDIS_CLUSTER_URLS` | unset | comma-separated seed nodes of a Redis Cluster, used instead of `REDIS_URL`: the same handle, store and cache on the cluster |
@@ -222,6 +222,7 @@ struct AppState {
 /// database, runs the health checks once, and starts them in the background.
 pub(crate) async fn app(config: Config) -> Result<Router, Box<dyn Error>> {
     let mut health = HealthMonitor::builder().interval(config.health_interval);
+    let mut replicas = None;
     let (db, seeding) = match config.database {
         Database::Postgres(builder) => {
             let pool = builder.application_name("perfkit-axum-app").build().await?;
@@ -246,6 +247,7 @@ pub(crate) async fn app(config: Config) -> Result<Router, Box<dyn Error>> {
                 .check(SqlCheck::from(&primary))
                 .pools("database", move || stats.stats());
             health = ReplicatedCheck::new(&pool).add_to(health);
+            replicas = Some(pool);
             (users::Db::Postgres(primary), seeding)
         }
         Database::Sqlite(builder) => {
@@ -260,7 +262,11 @@ pub(crate) async fn app(config: Config) -> Result<Router, Box<dyn Error>> {
     };
     tracing::info!(ms = seeding.as_millis() as u64, "database seeded");
     let queries = eager::routes(db.clone());
-    let users = users::Users::new(db, config.cursor_key)?;
+    let mut users = users::Users::new(db, config.cursor_key)?;
+    if let Some(pool) = replicas {
+        // `GET /users` and `GET /users/keyset` read from a serving replica.
+        users = users.reading_from(pool);
+    }
     let mut rate_limit = config.rate_limit;
     let mut cache = config.cache;
     if let Some(builder) = config.redis {

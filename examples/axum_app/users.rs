@@ -10,7 +10,7 @@ use axum::{
 };
 use perfkit::{
     paginate::{self, Count, CursorKey, Keyset, KeysetPage, KeysetParams, Links, Page, PageParams},
-    pool::{PgPool, SqlitePool},
+    pool::{PgPool, ReplicatedPool, SqlitePool},
 };
 use serde::{Deserialize, Serialize};
 use sqlx::QueryBuilder;
@@ -44,6 +44,8 @@ macro_rules! with_pool {
 #[derive(Clone, Debug)]
 pub(crate) struct Users {
     db: Db,
+    /// With `DATABASE_REPLICA_URLS`: where the routes read, a serving replica's pool.
+    replicas: Option<ReplicatedPool>,
     oldest_first: Keyset,
     newest_first: Keyset,
 }
@@ -55,9 +57,27 @@ impl Users {
             |keyset: paginate::KeysetBuilder| keyset.unique("id").cursor_key(key.clone()).build();
         Ok(Self {
             db,
+            replicas: None,
             oldest_first: order(Keyset::builder().asc("created_at"))?,
             newest_first: order(Keyset::builder().desc("created_at"))?,
         })
+    }
+}
+
+impl Users {
+    /// The routes read through `pool`'s [`reader`](ReplicatedPool::reader): a serving
+    /// replica, or the primary when none serves.
+    pub(crate) fn reading_from(mut self, pool: ReplicatedPool) -> Self {
+        self.replicas = Some(pool);
+        self
+    }
+
+    /// The database a read goes to now.
+    fn reads(&self) -> Db {
+        match &self.replicas {
+            Some(pool) => Db::Postgres(pool.reader().clone()),
+            None => self.db.clone(),
+        }
     }
 }
 
@@ -130,7 +150,7 @@ async fn list(
     params: PageParams,
     JsonQuery(filter): JsonQuery<ListFilter>,
 ) -> Result<Response, paginate::Error> {
-    let page: Page<User> = with_pool!(&users.db, pool => {
+    let page: Page<User> = with_pool!(&users.reads(), pool => {
         let query = list_query(filter.is_active);
         paginate::paginate(pool, query, params, Count::Exact).await
     })?;
@@ -178,7 +198,7 @@ async fn keyset(
                 .into_response());
         }
     };
-    let page: KeysetPage<User> = with_pool!(&users.db, pool => {
+    let page: KeysetPage<User> = with_pool!(&users.reads(), pool => {
         keyset.fetch(pool, QueryBuilder::new(SELECT_USERS), &params).await
     })
     .map_err(IntoResponse::into_response)?;
