@@ -45,11 +45,6 @@ mod backend {
         pub trait Ops: Database {
             /// The most bind parameters one statement may carry.
             const MAX_BINDS: usize;
-            /// Runs a query on the pool and returns its rows.
-            fn fetch_rows(
-                pool: &Pool<Self>,
-                query: QueryBuilder<Self>,
-            ) -> impl Future<Output = Result<Vec<Self::Row>, sqlx::Error>> + Send;
             /// Runs a query on the pool and hands each row to `each` as it arrives.
             fn for_each_row<F>(
                 pool: &Pool<Self>,
@@ -79,13 +74,6 @@ mod backend {
 
             impl private::Ops for $db {
                 const MAX_BINDS: usize = $max_binds;
-
-                async fn fetch_rows(
-                    pool: &Pool<Self>,
-                    mut query: QueryBuilder<Self>,
-                ) -> Result<Vec<Self::Row>, sqlx::Error> {
-                    query.build().fetch_all(pool).await
-                }
 
                 async fn for_each_row<F>(
                     pool: &Pool<Self>,

@@ -230,6 +230,28 @@ pub struct Loaded<K, C> {
     queries: usize,
 }
 
+impl<K: Clone + Eq + Hash, C> Loaded<K, C> {
+    /// One empty group per key of `keys` (distinct, at their `index` positions), to fill
+    /// row by row with [`add`](Self::add).
+    fn empty(keys: &[K], index: HashMap<K, usize>) -> Self {
+        Self {
+            groups: keys.iter().map(|k| (k.clone(), Vec::new())).collect(),
+            index,
+            orphans: Vec::new(),
+            queries: 0,
+        }
+    }
+
+    /// Files `child` in its parent's group, or among the orphans when no parent asked for
+    /// `key`.
+    fn add(&mut self, key: K, child: C) {
+        match self.index.get(&key) {
+            Some(&at) => self.groups[at].1.push(child),
+            None => self.orphans.push((key, child)),
+        }
+    }
+}
+
 impl<K: Eq + Hash, C> Loaded<K, C> {
     /// The children of the parent with `key`: empty when it has none or was not asked for.
     pub fn get(&self, key: &K) -> &[C] {
@@ -315,35 +337,23 @@ where
 {
     relation.check()?;
     let (keys, index) = distinct_keys(parents, key_of);
-    let mut groups: Vec<(K, Vec<C>)> = keys.iter().map(|k| (k.clone(), Vec::new())).collect();
-    let mut orphans = Vec::new();
-    let mut queries = 0;
+    let mut loaded = Loaded::empty(&keys, index);
     // The key column's position, looked up by name once: each row is then read by index.
     let mut key_at = None;
     for chunk in keys.chunks(relation.chunk_size) {
-        queries += 1;
+        loaded.queries += 1;
         // Rows are decoded as they arrive rather than gathered first.
         DB::for_each_row(pool, relation.query(chunk), |row| {
             let at = match key_at {
                 Some(at) => at,
                 None => *key_at.insert(K::position(&row, relation.read_as())?),
             };
-            let key = K::read_at(&row, at)?;
-            let child = C::from_row(&row)?;
-            match index.get(&key) {
-                Some(&at) => groups[at].1.push(child),
-                None => orphans.push((key, child)),
-            }
+            loaded.add(K::read_at(&row, at)?, C::from_row(&row)?);
             Ok(())
         })
         .await?;
     }
-    Ok(Loaded {
-        groups,
-        index,
-        orphans,
-        queries,
-    })
+    Ok(loaded)
 }
 
 /// Loads the children of every parent by a composite key (`(tenant_id, user_id)`, a
@@ -370,28 +380,17 @@ where
     relation.check_for(K::ARITY)?;
     let names = relation.read_all_as();
     let (keys, index) = distinct_keys(parents, key_of);
-    let mut groups: Vec<(K, Vec<C>)> = keys.iter().map(|k| (k.clone(), Vec::new())).collect();
-    let mut orphans = Vec::new();
-    let mut queries = 0;
+    let mut loaded = Loaded::empty(&keys, index);
     let chunk = relation.chunk_size.min(DB::MAX_BINDS / K::ARITY);
     for chunk in keys.chunks(chunk) {
-        let rows = DB::fetch_rows(pool, relation.composite_query(chunk)).await?;
-        queries += 1;
-        for row in rows {
-            let key = K::read(&row, &names)?;
-            let child = C::from_row(&row)?;
-            match index.get(&key) {
-                Some(&at) => groups[at].1.push(child),
-                None => orphans.push((key, child)),
-            }
-        }
+        loaded.queries += 1;
+        DB::for_each_row(pool, relation.composite_query(chunk), |row| {
+            loaded.add(K::read(&row, &names)?, C::from_row(&row)?);
+            Ok(())
+        })
+        .await?;
     }
-    Ok(Loaded {
-        groups,
-        index,
-        orphans,
-        queries,
-    })
+    Ok(loaded)
 }
 
 /// The to-one relation of a list of parents (each order's customer): at most one row
