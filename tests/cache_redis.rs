@@ -96,22 +96,12 @@ fn tagged(tags: &[&str]) -> EntryOptions {
 }
 
 /// Polls `check` until it is true, for at most [`WITHIN`]; returns how long it took.
-async fn eventually<F, Fut>(what: &str, mut check: F) -> Duration
+async fn eventually<F, Fut>(what: &str, check: F) -> Duration
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let started = Instant::now();
-    loop {
-        if check().await {
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < WITHIN,
-            "{what} did not happen within {WITHIN:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    support::eventually(what, WITHIN, check).await
 }
 
 async fn subscribed(backend: &TieredBackend) {

@@ -56,19 +56,12 @@ fn tagged(tags: &[&str]) -> EntryOptions {
 }
 
 /// Polls `check` until it is true, for at most [`WITHIN`].
-async fn eventually<F, Fut>(what: &str, mut check: F)
+async fn eventually<F, Fut>(what: &str, check: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let started = Instant::now();
-    while !check().await {
-        assert!(
-            started.elapsed() < WITHIN,
-            "{what} did not happen within {WITHIN:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    support::eventually(what, WITHIN, check).await;
 }
 
 #[tokio::test]

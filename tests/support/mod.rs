@@ -76,6 +76,26 @@ fn service_url(test: &str, var: &str) -> Option<String> {
     }
 }
 
+/// Polls `check` every millisecond until it is true; panics naming `what` once `within` has
+/// passed. Returns how long it took.
+pub async fn eventually<F, Fut>(what: &str, within: Duration, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let started = Instant::now();
+    loop {
+        if check().await {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < within,
+            "{what} did not happen within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 /// Returns an id unique across the tests of every process: process id, a counter and the time.
 pub fn unique_id() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
