@@ -451,14 +451,11 @@ impl Inner {
 #[async_trait]
 impl Backend for RedisBackend {
     async fn get(&self, key: &Key, _decode: Decoder) -> Result<Option<Arc<Entry>>, BackendError> {
-        if let Some(tracked) = &self.inner.tracked {
-            tracked.want(key.as_str());
-            if tracked.is_live()
-                && tracked.subscribed(key.as_str())
-                && let Some(read) = self.get_tracked(key, tracked.listener()).await
-            {
-                return read;
-            }
+        if let Some(tracked) = &self.inner.tracked
+            && tracked.want_live(key.as_str())
+            && let Some(read) = self.get_tracked(key, tracked.listener()).await
+        {
+            return read;
         }
         self.get_scripted(key).await
     }

@@ -129,13 +129,24 @@ impl<L: Listener> Subscription<L> {
 
     /// Makes sure the namespace of `storage` is (or will be) subscribed.
     pub(super) fn want(&self, storage: &str) {
+        let _ = self.want_live(storage);
+    }
+
+    /// Makes sure the namespace of `storage` is (or will be) subscribed, and says, under
+    /// the same lock, whether it is subscribed with the subscription live: one lock for a
+    /// read on the hot path.
+    pub(super) fn want_live(&self, storage: &str) -> bool {
         let Some(namespace) = namespace_of(storage) else {
-            return;
+            return false;
         };
         {
             let mut namespaces = lock(&self.state.namespaces);
             if namespaces.wanted.iter().any(|known| **known == *namespace) {
-                return;
+                return self.is_live()
+                    && namespaces
+                        .subscribed
+                        .iter()
+                        .any(|known| **known == *namespace);
             }
             namespaces.wanted.push(namespace.into());
         }
@@ -144,6 +155,7 @@ impl<L: Listener> Subscription<L> {
             self.task
                 .get_or_init(|| runtime.spawn(listen(Arc::clone(&self.state))));
         }
+        false
     }
 }
 
