@@ -33,7 +33,18 @@ pub struct CacheBuilder {
     backend: Option<Arc<dyn Backend>>,
     /// Whether `backend` keeps decoded values only, so encoding is for weighing.
     in_process: bool,
-    redis_url: Option<String>,
+    /// The Redis [`from_env`](Self::from_env) found.
+    redis: Option<RedisFromEnv>,
+}
+
+/// Where [`CacheBuilder::from_env`] found Redis. Without the `redis` feature only which
+/// variable it was is used, to say it is ignored.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+enum RedisFromEnv {
+    /// `REDIS_URL`: one server.
+    Node(String),
+    /// `REDIS_CLUSTER_URLS`: a cluster's seed nodes, comma separated.
+    Cluster(String),
 }
 
 impl std::fmt::Debug for CacheBuilder {
@@ -46,7 +57,7 @@ impl std::fmt::Debug for CacheBuilder {
             .field("max_entries", &self.max_entries)
             .field("max_bytes", &self.max_bytes)
             .field("backend", &self.backend)
-            .field("redis_url", &self.redis_url.is_some())
+            .field("redis", &self.redis.is_some())
             .finish()
     }
 }
@@ -70,7 +81,7 @@ impl CacheBuilder {
             max_bytes: DEFAULT_MAX_BYTES,
             backend: None,
             in_process: false,
-            redis_url: None,
+            redis: None,
         }
     }
 
@@ -81,6 +92,7 @@ impl CacheBuilder {
     /// | `CACHE_PREFIX` | [`prefix`](Self::prefix) | `perfkit` |
     /// | `CACHE_DEFAULT_TTL` | [`default_ttl`](Self::default_ttl), whole seconds | 300 |
     /// | `REDIS_URL` | the backend: memory when unset; with the `redis` feature, a `TieredBackend` (L1 with the memory bounds, Redis L2) when set | unset |
+    /// | `REDIS_CLUSTER_URLS` | as `REDIS_URL`, on the Redis Cluster of these comma-separated seed nodes; wins over `REDIS_URL` | unset |
     ///
     /// # Errors
     ///
@@ -93,7 +105,11 @@ impl CacheBuilder {
         if let Some(secs) = env::var::<u64>("CACHE_DEFAULT_TTL", "a whole number of seconds")? {
             builder.default_ttl = Duration::from_secs(secs);
         }
-        builder.redis_url = env::var::<String>("REDIS_URL", "a redis:// URL")?;
+        let seeds = env::var::<String>("REDIS_CLUSTER_URLS", "comma-separated redis:// URLs")?;
+        let url = env::var::<String>("REDIS_URL", "a redis:// URL")?;
+        builder.redis = seeds
+            .map(RedisFromEnv::Cluster)
+            .or(url.map(RedisFromEnv::Node));
         Ok(builder)
     }
 
@@ -169,8 +185,11 @@ impl CacheBuilder {
         }
         let (backend, in_process) = match self.backend {
             Some(backend) => (backend, self.in_process),
-            None => match self.redis_url.as_deref() {
-                Some(url) => (redis_backend(url, self.max_entries, self.max_bytes)?, false),
+            None => match &self.redis {
+                Some(redis) => (
+                    redis_backend(redis, self.max_entries, self.max_bytes)?,
+                    false,
+                ),
                 None => (
                     Arc::new(
                         MemoryBackend::builder()
@@ -196,35 +215,60 @@ impl CacheBuilder {
     }
 }
 
-/// The backend for `REDIS_URL`: a [`TieredBackend`](super::TieredBackend) whose L1 has the
-/// memory bounds, over a lazily connected handle, so the application starts while Redis is
-/// down. Needs a Tokio runtime.
+/// The backend for the Redis `from_env` found: a [`TieredBackend`](super::TieredBackend)
+/// whose L1 has the memory bounds, over a lazily connected handle (so the application
+/// starts while Redis is down) that its subscription goes through too. Needs a Tokio
+/// runtime.
 #[cfg(feature = "redis")]
-fn redis_backend(url: &str, max_entries: usize, max_bytes: u64) -> Result<Arc<dyn Backend>> {
+fn redis_backend(
+    redis: &RedisFromEnv,
+    max_entries: usize,
+    max_bytes: u64,
+) -> Result<Arc<dyn Backend>> {
     use super::{RedisBackend, TieredBackend};
-    let handle = crate::pool::RedisPoolBuilder::new(url)
+    use crate::pool::RedisPoolBuilder;
+    let (variable, builder) = match redis {
+        RedisFromEnv::Node(url) => ("REDIS_URL", RedisPoolBuilder::new(url.as_str())),
+        RedisFromEnv::Cluster(seeds) => (
+            "REDIS_CLUSTER_URLS",
+            RedisPoolBuilder::cluster(
+                seeds
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|seed| !seed.is_empty()),
+            ),
+        ),
+    };
+    let handle = builder
         .build_lazy()
-        .map_err(|err| Error::Config(format!("REDIS_URL: {err}")))?;
-    let client = ::redis::Client::open(url)
-        .map_err(|err| Error::Config(format!("REDIS_URL is not a valid Redis URL: {err}")))?;
+        .map_err(|err| Error::Config(format!("{variable}: {err}")))?;
     let l1 = MemoryBackend::builder()
         .max_entries(max_entries)
         .max_bytes(max_bytes)
         .build();
     Ok(Arc::new(
-        TieredBackend::builder(RedisBackend::new(handle), client)
+        TieredBackend::with_l2(RedisBackend::new(handle))
             .l1(l1)
             .build(),
     ))
 }
 
-/// The backend for `REDIS_URL`, with the memory bounds for an in-process tier.
+/// The backend for the Redis `from_env` found, with the memory bounds for an in-process
+/// tier.
 ///
 /// This build has no Redis backend: the cache keeps its entries in memory and says so.
 #[cfg(not(feature = "redis"))]
-fn redis_backend(_url: &str, max_entries: usize, max_bytes: u64) -> Result<Arc<dyn Backend>> {
+fn redis_backend(
+    redis: &RedisFromEnv,
+    max_entries: usize,
+    max_bytes: u64,
+) -> Result<Arc<dyn Backend>> {
+    let variable = match redis {
+        RedisFromEnv::Node(_) => "REDIS_URL",
+        RedisFromEnv::Cluster(_) => "REDIS_CLUSTER_URLS",
+    };
     tracing::warn!(
-        "REDIS_URL is set but this build of perfkit has no Redis cache backend; the cache keeps entries in memory"
+        "{variable} is set but this build of perfkit has no Redis cache backend; the cache keeps entries in memory"
     );
     Ok(Arc::new(
         MemoryBackend::builder()

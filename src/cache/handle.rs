@@ -156,7 +156,8 @@ impl Cache {
         CacheBuilder::new()
     }
 
-    /// A cache configured from `CACHE_PREFIX`, `CACHE_DEFAULT_TTL` and `REDIS_URL`; see
+    /// A cache configured from `CACHE_PREFIX`, `CACHE_DEFAULT_TTL` and `REDIS_URL` or
+    /// `REDIS_CLUSTER_URLS`; see
     /// [`CacheBuilder::from_env`].
     ///
     /// # Errors

@@ -95,7 +95,8 @@
 //!   subscription is down (they are served only when Redis cannot answer), and are flushed
 //!   when it comes back.
 //!
-//! [`Cache::from_env`] picks memory without `REDIS_URL` and tiered with it.
+//! [`Cache::from_env`] picks memory without `REDIS_URL` (or `REDIS_CLUSTER_URLS`) and tiered
+//! with it, on one handle that its subscription also goes through.
 //!
 //! # Keys
 //!
